@@ -1,0 +1,91 @@
+"""Where output goes: logs on stderr (rich on a terminal, plain lines when piped), results on stdout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+LOGGER_NAME = "tdwii"
+log = logging.getLogger(LOGGER_NAME)
+_debug = False
+
+
+def is_debug() -> bool:
+    """True when the user asked for `-d`/`--debug` (tracebacks may then be shown)."""
+    return _debug
+
+
+def stderr_is_terminal() -> bool:
+    """True when stderr is an interactive terminal that may show colours."""
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+@cache
+def stderr_console() -> Console:
+    """The rich console for logs and progress (stderr)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@cache
+def stdout_console() -> Console:
+    """The rich console for results (stdout); plain and wide enough when piped."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+class _PlainFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+
+
+def setup_logging(level: int, debug: bool = False) -> None:
+    """Route the `tdwii` and `pynetdicom` loggers to stderr at `level`.
+
+    pynetdicom's own messages are one step quieter than ours: its INFO chatter
+    only shows at DEBUG, so `-v` shows tdwii's lines and `-d` shows both.
+    """
+    global _debug
+    _debug = debug
+    handler: logging.Handler
+    if stderr_is_terminal():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(
+            console=stderr_console(),
+            show_path=False,
+            markup=False,
+            rich_tracebacks=False,
+            log_time_format="%H:%M:%S",
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PlainFormatter())
+    for name in (LOGGER_NAME, "pynetdicom"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    log.setLevel(level)
+    pyn_level = logging.INFO if level <= logging.DEBUG else max(level, logging.WARNING)
+    logging.getLogger("pynetdicom").setLevel(pyn_level)
+
+
+def report_error(message: str, hint: str = "") -> None:
+    """Print one error line on stderr (no traceback)."""
+    text = f"tdwii: error: {message}"
+    if hint:
+        text += f" — {hint}"
+    if stderr_is_terminal():
+        from rich.markup import escape
+
+        stderr_console().print(f"[bold red]{escape(text)}[/]", soft_wrap=True)
+    else:
+        print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,1 @@
+"""The UPS service: store, validation, state machine, matching, subscriptions, events."""
