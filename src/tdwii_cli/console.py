@@ -1,4 +1,4 @@
-"""Where output goes: logs on stderr (rich on a terminal, plain lines when piped), results on stdout."""
+"""Where output goes: logs on stderr (rich on a terminal, plain when piped), results on stdout."""
 
 from __future__ import annotations
 

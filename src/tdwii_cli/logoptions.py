@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -48,18 +48,52 @@ def _build(
 log_options = option_group(
     "log",
     [
-        param("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Errors only.",
-                                                    rich_help_panel="Logging")], False),
-        param("verbose", Annotated[bool, typer.Option(
-            "--verbose", "-v", help="Show connections, handshakes, associations and DIMSE messages.",
-            rich_help_panel="Logging")], False),
-        param("debug", Annotated[bool, typer.Option(
-            "--debug", "-d", help="Everything, full certificates, pynetdicom's messages, tracebacks.",
-            rich_help_panel="Logging")], False),
-        param("log_level", Annotated[Optional[str], typer.Option(  # noqa: UP045 (typer)
-            "--log-level", help="critical, error, warning (default), info or debug.",
-            click_type=click.Choice(list(_LEVELS), case_sensitive=False),
-            rich_help_panel="Logging")], None),
+        param(
+            "quiet",
+            Annotated[
+                bool, typer.Option("--quiet", "-q", help="Errors only.", rich_help_panel="Logging")
+            ],
+            False,
+        ),
+        param(
+            "verbose",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--verbose",
+                    "-v",
+                    help="Show connections, handshakes, associations and DIMSE messages.",
+                    rich_help_panel="Logging",
+                ),
+            ],
+            False,
+        ),
+        param(
+            "debug",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--debug",
+                    "-d",
+                    help="Everything, full certificates, pynetdicom's messages, tracebacks.",
+                    rich_help_panel="Logging",
+                ),
+            ],
+            False,
+        ),
+        param(
+            "log_level",
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--log-level",
+                    help="critical, error, warning (default), info or debug.",
+                    click_type=click.Choice(list(_LEVELS), case_sensitive=False),
+                    rich_help_panel="Logging",
+                ),
+            ],
+            None,
+        ),
     ],
     _build,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import click
 import typer
@@ -141,37 +141,124 @@ def resolve(
 
 def _params() -> list:
     return [
-        param("mtls", Annotated[bool, typer.Option(
-            "--mtls", "-mtls", help="Mutual TLS: both sides present and verify certificates.",
-            rich_help_panel=PANEL)], False),
-        param("tls", Annotated[bool, typer.Option(
-            "--tls", help="TLS with server authentication only (no client certificate).",
-            rich_help_panel=PANEL)], False),
-        param("ca", Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045 (typer)
-            "--ca", "-ca", metavar="FILE",
-            help="Trusted CA certificate(s), PEM; repeatable. [default: certs/rootCA/rootCA.pem]",
-            rich_help_panel=PANEL)], None),
-        param("cert", Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--cert", "-cert", metavar="FILE", help="Our certificate, PEM (chain allowed).",
-            rich_help_panel=PANEL)], None),
-        param("key", Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--key", "-key", metavar="FILE", help="Our private key, PEM.",
-            rich_help_panel=PANEL)], None),
-        param("key_password_file", Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--key-password-file", metavar="FILE",
-            help="File whose first line is the private key's password.",
-            rich_help_panel=PANEL)], None),
-        param("tls_profile", Annotated[str, typer.Option(
-            "--tls-profile", click_type=click.Choice(PROFILES),
-            help="Secure transport profile (PS3.15 Annex B): TLS versions and cipher suites.",
-            rich_help_panel=PANEL)], "bcp195-rfc8996"),
-        param("crl", Annotated[Optional[Path], typer.Option(  # noqa: UP045
-            "--crl", metavar="FILE", help="Refuse peers whose certificate this CRL revokes.",
-            rich_help_panel=PANEL)], None),
-        param("verify_hostname", Annotated[bool, typer.Option(
-            "--verify-hostname/--no-verify-hostname",
-            help="Clients: check the server's host name against its certificate.",
-            rich_help_panel=PANEL)], True),
+        param(
+            "mtls",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--mtls",
+                    "-mtls",
+                    help="Mutual TLS: both sides present and verify certificates.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            False,
+        ),
+        param(
+            "tls",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--tls",
+                    help="TLS with server authentication only (no client certificate).",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            False,
+        ),
+        param(
+            "ca",
+            Annotated[
+                list[Path] | None,
+                typer.Option(
+                    "--ca",
+                    "-ca",
+                    metavar="FILE",
+                    help="Trusted CA(s), PEM, repeatable [default: certs/rootCA/rootCA.pem].",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            None,
+        ),
+        param(
+            "cert",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--cert",
+                    "-cert",
+                    metavar="FILE",
+                    help="Our certificate, PEM (chain allowed).",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            None,
+        ),
+        param(
+            "key",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--key",
+                    "-key",
+                    metavar="FILE",
+                    help="Our private key, PEM.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            None,
+        ),
+        param(
+            "key_password_file",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--key-password-file",
+                    metavar="FILE",
+                    help="File whose first line is the private key's password.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            None,
+        ),
+        param(
+            "tls_profile",
+            Annotated[
+                str,
+                typer.Option(
+                    "--tls-profile",
+                    click_type=click.Choice(PROFILES),
+                    help="Secure transport profile (PS3.15 Annex B): TLS versions and suites.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            "bcp195-rfc8996",
+        ),
+        param(
+            "crl",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--crl",
+                    metavar="FILE",
+                    help="Refuse peers whose certificate this CRL revokes.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            None,
+        ),
+        param(
+            "verify_hostname",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--verify-hostname/--no-verify-hostname",
+                    help="Clients: check the server's host name against its certificate.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            True,
+        ),
     ]
 
 

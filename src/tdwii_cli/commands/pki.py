@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="A small PKI: root CA, node certificates, Java PKCS#12 stores, CRL.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="A small PKI: root CA, node certificates, Java PKCS#12 stores, CRL.", no_args_is_help=True
+)
 
 
 @app.command()
