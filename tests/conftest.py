@@ -1,0 +1,89 @@
+"""Shared test helpers: peer tools, a session PKI, free ports.
+
+Other test modules append their own fixtures below; keep this part generic.
+
+- `require_tool(name)`: path of an external tool (DCMTK's echoscu/storescp, openssl,
+  keytool); skips when missing and the env var CI is unset, fails when CI is set.
+  DCMTK names never resolve to pynetdicom's same-named Python scripts.
+- `pki_dir` (session): a folder where `init_pki` ran (EC P-256). Treat it as read-only;
+  tests that revoke or reissue make their own PKI in `tmp_path`.
+- `other_ca_pki` (session): a second, independent PKI ("untrusted CA" tests).
+- `free_port()`: an unused TCP port on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+# DCMTK tools that pynetdicom also installs as Python console scripts under the same name.
+_DCMTK_TOOLS = {"echoscu", "echoscp", "storescu", "storescp", "findscu", "getscu", "movescu"}
+
+
+def _is_python_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and (b"python" in head or b"pyenv" in head)
+
+
+def _find_tool(name: str) -> str | None:
+    if name not in _DCMTK_TOOLS:
+        return shutil.which(name)
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
+        candidate = os.path.join(folder, name)
+        usable = os.path.isfile(candidate) and os.access(candidate, os.X_OK)
+        if usable and not _is_python_script(candidate):
+            return candidate
+    return None
+
+
+def require_tool(name: str) -> str:
+    """Absolute path of tool `name`; skip (CI unset) or fail (CI set) when it is missing."""
+    path = _find_tool(name)
+    if path:
+        return path
+    message = f"{name} not installed (apt-get install dcmtk openssl default-jre-headless)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: required tool {message}")
+    pytest.skip(message)
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PKI made by `tdwii_cli.pki.init_pki`: DIR/rootCA, DIR/servers/..., DIR/clients/...
+
+    Files: rootCA/rootCA.{pem,key,p12,crl.pem},
+    servers/worklistmanager/worklistmanager.{pem,key,p12},
+    clients/workitemcreator/workitemcreator.{pem,key,p12}; PKCS#12 password "secret".
+    Read-only for tests.
+    """
+    from tdwii_cli.pki import init_pki
+
+    directory = tmp_path_factory.mktemp("pki") / "certs"
+    init_pki(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def other_ca_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second PKI with its own root CA (same layout as `pki_dir`), trusted by nobody."""
+    from tdwii_cli.pki import init_pki
+
+    directory = tmp_path_factory.mktemp("other-pki") / "certs"
+    init_pki(directory, org="other")
+    return directory
