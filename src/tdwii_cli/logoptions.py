@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
-import click
 import typer
 
 from tdwii_cli.console import setup_logging
@@ -84,11 +83,11 @@ log_options = option_group(
         param(
             "log_level",
             Annotated[
-                str | None,
+                Literal["critical", "error", "warning", "info", "debug"] | None,
                 typer.Option(
                     "--log-level",
                     help="critical, error, warning (default), info or debug.",
-                    click_type=click.Choice(list(_LEVELS), case_sensitive=False),
+                    case_sensitive=False,
                     rich_help_panel="Logging",
                 ),
             ],

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-import click
 import typer
 
 from tdwii_cli.errors import TdwiiError
@@ -224,10 +223,9 @@ def _params() -> list:
         param(
             "tls_profile",
             Annotated[
-                str,
+                Literal["bcp195-rfc8996", "bcp195-nd", "bcp195-ex"],
                 typer.Option(
                     "--tls-profile",
-                    click_type=click.Choice(PROFILES),
                     help="Secure transport profile (PS3.15 Annex B): TLS versions and suites.",
                     rich_help_panel=PANEL,
                 ),
