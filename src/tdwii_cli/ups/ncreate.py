@@ -1,0 +1,333 @@
+"""The UPS Push N-CREATE rules (PS3.4 CC.2.5, table CC.2.5-3), shared by client and server.
+
+`check_ncreate(ds)` lists what an SCP must refuse in an N-CREATE attribute list,
+each as a `Problem(status, message)`; the server answers the first problem's
+status, the client prints every problem and skips the file. `complete_type2(ds)`
+adds the Type 2 attributes the SCU left out, empty, as the SCP must.
+
+Statuses (PS3.4 CC.2.5.4 and PS3.7 C.4.2):
+
+- C309 the Procedure Step State is not SCHEDULED (checked first: it says most);
+- 0120 a Type 1 attribute is missing, 0121 it is present but empty;
+- 0106 an invalid value: an unknown Priority or Input Readiness State, a
+  malformed DT, a SOP Class UID other than UPS Push, and a non-empty Transaction
+  UID. The Transaction UID is Type 2 at N-CREATE and "shall be empty" (the SCP
+  makes one at the first N-ACTION Change State); C301 ("the correct Transaction
+  UID was not provided") is an N-SET/N-ACTION status that the N-CREATE status
+  table does not list, so a value there is an invalid attribute value, 0106.
+
+The checks inside sequences cover the Type 1 attributes of the items that
+TDW-II and the UPS SOP classes rely on (Code Sequence Macro items of the
+Scheduled Workitem Code Sequence, the Referenced Instances and Access Macro of
+the Input Information Sequence, content items of the Scheduled Processing
+Parameters Sequence, Referenced Request and Replaced Procedure Step items).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
+
+SUCCESS = 0x0000
+INVALID_ATTRIBUTE_VALUE = 0x0106
+DUPLICATE_SOP_INSTANCE = 0x0111
+MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
+NOT_SCHEDULED = 0xC309
+
+PRIORITIES = ("HIGH", "MEDIUM", "LOW")
+READINESS_STATES = ("READY", "UNAVAILABLE", "INCOMPLETE")
+
+# Type 1 at N-CREATE for the SCU (table CC.2.5-3, "1/1").
+TYPE1 = (
+    "ScheduledProcedureStepPriority",
+    "ProcedureStepLabel",
+    "ScheduledProcedureStepStartDateTime",
+    "InputReadinessState",
+    "ProcedureStepState",
+)
+
+# Type 2 at N-CREATE: the SCU sends them, possibly empty; the SCP adds them empty
+# when missing. Table CC.2.5-3 ("2/2", "2/1", and "1C/2" for Patient ID and Study
+# Instance UID, which the SCP keeps as Type 2). Replaced Procedure Step Sequence
+# is 1C (present only with a value) and is therefore never added empty; Transaction
+# UID is Type 2 but left out when absent (it "shall be empty" anyway).
+TYPE2 = (
+    # Unified Procedure Step Scheduled Procedure Information Module
+    "ScheduledProcedureStepModificationDateTime",
+    "WorklistLabel",
+    "ScheduledProcessingParametersSequence",
+    "ScheduledStationNameCodeSequence",
+    "ScheduledStationClassCodeSequence",
+    "ScheduledStationGeographicLocationCodeSequence",
+    "ScheduledHumanPerformersSequence",
+    "ScheduledProcedureStepExpirationDateTime",
+    "ScheduledWorkitemCodeSequence",
+    "CommentsOnTheScheduledProcedureStep",
+    "InputInformationSequence",
+    "StudyInstanceUID",
+    # Unified Procedure Step Relationship Module
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "OtherPatientIDsSequence",
+    "PatientBirthDate",
+    "PatientSex",
+    "AdmissionID",
+    "IssuerOfAdmissionIDSequence",
+    "AdmittingDiagnosesDescription",
+    "AdmittingDiagnosesCodeSequence",
+    "ReferencedRequestSequence",
+    # Unified Procedure Step Progress Information / Performed Procedure Information
+    "ProcedureStepProgressInformationSequence",
+    "UnifiedProcedureStepPerformedProcedureSequence",
+)
+
+DT_KEYWORDS = (
+    "ScheduledProcedureStepStartDateTime",
+    "ScheduledProcedureStepModificationDateTime",
+    "ScheduledProcedureStepExpirationDateTime",
+    "ExpectedCompletionDateTime",
+)
+
+_DT = re.compile(
+    r"^(?P<y>\d{4})(?P<m>\d{2})?(?P<d>\d{2})?(?P<H>\d{2})?(?P<M>\d{2})?(?P<S>\d{2})?"
+    r"(?P<f>\.\d{1,6})?(?P<z>[+-]\d{4})?$"
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason an SCP refuses the N-CREATE: the DIMSE status and a readable line."""
+
+    status: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status:04X} {self.message}"
+
+
+def valid_dt(value: str) -> bool:
+    """True when `value` is a well-formed DICOM DT (YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])."""
+    value = value.strip()
+    match = _DT.match(value)
+    if not match:
+        return False
+    parts = match.groupdict()
+    # A component may only be present if all coarser ones are.
+    order = ["m", "d", "H", "M", "S", "f"]
+    seen_gap = False
+    for key in order:
+        if parts[key] is None:
+            seen_gap = True
+        elif seen_gap:
+            return False
+    try:
+        datetime(
+            int(parts["y"]),
+            int(parts["m"] or 1),
+            int(parts["d"] or 1),
+            int(parts["H"] or 0),
+            int(parts["M"] or 0),
+            min(int(parts["S"] or 0), 59),  # DICOM allows a leap second (60)
+        )
+    except ValueError:
+        return False
+    if parts["S"] is not None and int(parts["S"]) > 60:
+        return False
+    if parts["z"] is not None:
+        hours, minutes = int(parts["z"][1:3]), int(parts["z"][3:5])
+        if hours > 14 or minutes > 59:
+            return False
+    return True
+
+
+def _is_empty(ds: Dataset, keyword: str) -> bool:
+    value = ds[keyword].value
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return not value.strip()
+    if isinstance(value, Sequence | list):
+        return len(value) == 0
+    return False
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds[keyword].value
+    return "" if value is None else str(value).strip()
+
+
+def _require(ds: Dataset, keywords: Iterable[str], where: str = "") -> list[Problem]:
+    """0120/0121 problems for the Type 1 `keywords` of `ds` (`where` names the item)."""
+    problems = []
+    for keyword in keywords:
+        name = f"{where}{keyword}"
+        if keyword not in ds:
+            problems.append(Problem(MISSING_ATTRIBUTE, f"missing Type 1 attribute {name}"))
+        elif _is_empty(ds, keyword):
+            problems.append(Problem(MISSING_ATTRIBUTE_VALUE, f"Type 1 attribute {name} is empty"))
+    return problems
+
+
+def _items(ds: Dataset, keyword: str) -> list[tuple[int, Dataset]]:
+    if keyword not in ds or ds[keyword].value is None:
+        return []
+    value = ds[keyword].value
+    if not isinstance(value, Sequence | list):
+        return []
+    return [(i, item) for i, item in enumerate(value, start=1) if isinstance(item, Dataset)]
+
+
+def _check_codes(ds: Dataset, keyword: str, where: str = "") -> list[Problem]:
+    """Code Sequence Macro: Code Value (or Long/URN), Coding Scheme Designator, Code Meaning."""
+    problems = []
+    for i, item in _items(ds, keyword):
+        place = f"{where}{keyword}[{i}]."
+        has_value = any(
+            k in item and not _is_empty(item, k)
+            for k in ("CodeValue", "LongCodeValue", "URNCodeValue")
+        )
+        if not has_value:
+            problems.append(
+                Problem(MISSING_ATTRIBUTE_VALUE, f"{place}CodeValue is missing or empty")
+            )
+        if "URNCodeValue" not in item:
+            problems += _require(item, ["CodingSchemeDesignator"], place)
+        problems += _require(item, ["CodeMeaning"], place)
+    return problems
+
+
+def _check_sequences(ds: Dataset) -> list[Problem]:
+    problems = _check_codes(ds, "ScheduledWorkitemCodeSequence")
+    for i, item in _items(ds, "InputInformationSequence"):
+        place = f"InputInformationSequence[{i}]."
+        problems += _require(item, ["TypeOfInstances", "ReferencedSOPSequence"], place)
+        for j, ref in _items(item, "ReferencedSOPSequence"):
+            problems += _require(
+                ref,
+                ["ReferencedSOPClassUID", "ReferencedSOPInstanceUID"],
+                f"{place}ReferencedSOPSequence[{j}].",
+            )
+        if "TypeOfInstances" in item and _text(item, "TypeOfInstances") == "DICOM":
+            problems += _require(item, ["StudyInstanceUID", "SeriesInstanceUID"], place)
+        for j, retrieve in _items(item, "DICOMRetrievalSequence"):
+            problems += _require(
+                retrieve, ["RetrieveAETitle"], f"{place}DICOMRetrievalSequence[{j}]."
+            )
+    for i, item in _items(ds, "ScheduledProcessingParametersSequence"):
+        place = f"ScheduledProcessingParametersSequence[{i}]."
+        problems += _require(item, ["ValueType", "ConceptNameCodeSequence"], place)
+        problems += _check_codes(item, "ConceptNameCodeSequence", place)
+        if "ValueType" in item and _text(item, "ValueType") == "NUMERIC":
+            problems += _require(item, ["MeasurementUnitsCodeSequence"], place)
+    for i, item in _items(ds, "ScheduledHumanPerformersSequence"):
+        place = f"ScheduledHumanPerformersSequence[{i}]."
+        problems += _require(item, ["HumanPerformerCodeSequence"], place)
+        problems += _check_codes(item, "HumanPerformerCodeSequence", place)
+    for i, item in _items(ds, "ReferencedRequestSequence"):
+        place = f"ReferencedRequestSequence[{i}]."
+        problems += _require(item, ["StudyInstanceUID", "RequestedProcedureID"], place)
+    if "ReplacedProcedureStepSequence" in ds:
+        problems += _require(ds, ["ReplacedProcedureStepSequence"])
+    for i, item in _items(ds, "ReplacedProcedureStepSequence"):
+        problems += _require(
+            item,
+            ["ReferencedSOPClassUID", "ReferencedSOPInstanceUID"],
+            f"ReplacedProcedureStepSequence[{i}].",
+        )
+    return problems
+
+
+def check_ncreate(ds: Dataset) -> list[Problem]:
+    """Every reason to refuse `ds` as a UPS Push N-CREATE attribute list (empty: acceptable).
+
+    The first problem is the one to answer: a state problem (C309) comes first,
+    then missing/empty Type 1 attributes, then invalid values.
+    """
+    problems: list[Problem] = []
+    if "ProcedureStepState" in ds and not _is_empty(ds, "ProcedureStepState"):
+        state = _text(ds, "ProcedureStepState")
+        if state != "SCHEDULED":
+            problems.append(
+                Problem(NOT_SCHEDULED, f"Procedure Step State is {state}, not SCHEDULED")
+            )
+    problems += _require(ds, TYPE1)
+    problems += _check_sequences(ds)
+
+    def present(keyword: str) -> bool:
+        return keyword in ds and not _is_empty(ds, keyword)
+
+    if present("ScheduledProcedureStepPriority"):
+        priority = _text(ds, "ScheduledProcedureStepPriority")
+        if priority not in PRIORITIES:
+            problems.append(
+                Problem(
+                    INVALID_ATTRIBUTE_VALUE,
+                    f"Scheduled Procedure Step Priority {priority!r} is not HIGH, MEDIUM or LOW",
+                )
+            )
+    if present("InputReadinessState"):
+        readiness = _text(ds, "InputReadinessState")
+        if readiness not in READINESS_STATES:
+            problems.append(
+                Problem(
+                    INVALID_ATTRIBUTE_VALUE,
+                    f"Input Readiness State {readiness!r} is not READY, UNAVAILABLE or INCOMPLETE",
+                )
+            )
+    for keyword in DT_KEYWORDS:
+        if present(keyword) and not valid_dt(_text(ds, keyword)):
+            problems.append(
+                Problem(
+                    INVALID_ATTRIBUTE_VALUE,
+                    f"{keyword} {_text(ds, keyword)!r} is not a valid DT (YYYYMMDDHHMMSS)",
+                )
+            )
+    if present("TransactionUID"):
+        problems.append(
+            Problem(
+                INVALID_ATTRIBUTE_VALUE,
+                "Transaction UID must be absent or empty at N-CREATE "
+                "(the performer sets it when claiming the workitem)",
+            )
+        )
+    if present("SOPClassUID") and _text(ds, "SOPClassUID") != UPS_PUSH_SOP_CLASS:
+        problems.append(
+            Problem(
+                INVALID_ATTRIBUTE_VALUE,
+                f"SOP Class UID {_text(ds, 'SOPClassUID')} is not UPS Push ({UPS_PUSH_SOP_CLASS})",
+            )
+        )
+    return problems
+
+
+def first_status(problems: list[Problem]) -> int:
+    """The status to answer for `problems` (0000 when there is none)."""
+    return problems[0].status if problems else SUCCESS
+
+
+def complete_type2(ds: Dataset) -> Dataset:
+    """Add the missing Type 2 N-CREATE attributes to `ds`, empty; return `ds` (changed in place)."""
+    for keyword in TYPE2:
+        if keyword in ds:
+            continue
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, keyword
+        vr = dictionary_VR(tag)
+        ds.add_new(tag, vr, Sequence() if vr == "SQ" else None)
+    return ds
+
+
+def missing_type2(ds: Dataset) -> list[str]:
+    """The Type 2 N-CREATE keywords absent from `ds` (what `complete_type2` would add)."""
+    return [keyword for keyword in TYPE2 if keyword not in ds]
