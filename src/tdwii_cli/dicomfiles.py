@@ -1,0 +1,111 @@
+"""Find and read DICOM files: walk paths, read Part 10 (or raw) datasets, report the rest.
+
+`iter_paths` expands files and folders (recursively, in a stable sorted order,
+skipping hidden files such as `.DS_Store` and editor droppings); `read_dataset`
+reads one file with pydicom and raises `NotDicomError` with a readable reason
+when it is not DICOM. `load_datasets` does both and returns what was read and
+what was skipped, so a command can report the skipped files one line each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+
+class NotDicomError(Exception):
+    """The file is not a DICOM dataset (the message says why)."""
+
+
+@dataclass
+class Loaded:
+    """A dataset read from `path`."""
+
+    path: Path
+    dataset: Dataset
+
+
+@dataclass
+class Skipped:
+    """A file that could not be used, and why."""
+
+    path: Path
+    reason: str
+
+
+def iter_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
+    """Files named in `paths`, folders walked recursively (sorted; hidden entries skipped).
+
+    A path that does not exist is yielded as is, so the caller reports it.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            yield path
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield Path(root) / name
+
+
+def _looks_like_raw_dataset(data: bytes) -> bool:
+    """A headerless dataset starts with a group 0x0002..0x0008 tag in little endian."""
+    if len(data) < 8:
+        return False
+    group = int.from_bytes(data[0:2], "little")
+    element = int.from_bytes(data[2:4], "little")
+    return group in (0x0002, 0x0008) and element < 0x2000
+
+
+def read_dataset(path: Path | str) -> Dataset:
+    """Read `path`: a Part 10 file, or a raw dataset starting at group 0002/0008.
+
+    Raises `NotDicomError` (with a short reason) for anything else.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except FileNotFoundError:
+        raise NotDicomError("no such file") from None
+    except IsADirectoryError:
+        raise NotDicomError("is a directory") from None
+    except OSError as exc:
+        raise NotDicomError(exc.strerror or str(exc)) from None
+    if not head:
+        raise NotDicomError("empty file")
+    part10 = head[128:132] == b"DICM"
+    if not part10 and not _looks_like_raw_dataset(head):
+        raise NotDicomError("not a DICOM file (no DICM preamble)")
+    try:
+        ds = dcmread(path, force=not part10)
+        # Touch every element now so a truncated or garbled file fails here, not mid-send.
+        for _ in ds.iterall():
+            pass
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise NotDicomError(f"unreadable DICOM: {exc}") from None
+    except Exception as exc:  # pydicom raises assorted errors on garbage
+        raise NotDicomError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from None
+    if len(ds) == 0:
+        raise NotDicomError("no data elements")
+    return ds
+
+
+def load_datasets(paths: Iterable[Path | str]) -> tuple[list[Loaded], list[Skipped]]:
+    """Read every file under `paths`; return the datasets and the skipped files with reasons."""
+    loaded: list[Loaded] = []
+    skipped: list[Skipped] = []
+    for path in iter_paths(paths):
+        try:
+            loaded.append(Loaded(path, read_dataset(path)))
+        except NotDicomError as exc:
+            skipped.append(Skipped(path, str(exc)))
+    return loaded, skipped
