@@ -154,7 +154,7 @@ def _san_list(sans: Sequence[str], with_defaults: bool) -> list[x509.GeneralName
     return result
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 384:
         return hashes.SHA512()
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
@@ -688,6 +688,11 @@ def issue_node(
     key_spec = key_spec or KeySpec()
     node = node_paths(directory, kind, name)
     ca_key, ca_cert = load_ca(directory, ca_password)
+    if ca_cert.not_valid_after_utc <= _now():
+        raise TdwiiError(
+            f"the CA in {directory} expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}",
+            hint="make a new PKI with `tdwii pki init --force`",
+        )
     existing = [p for p in (node.cert, node.key, node.p12) if p.exists()]
     if existing and not force:
         raise TdwiiError(

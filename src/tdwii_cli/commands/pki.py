@@ -6,7 +6,7 @@ cryptography is imported inside the commands only, so `tdwii --help` stays light
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -331,7 +331,7 @@ def show(
     from tdwii_cli.certinfo import cert_info, cert_table
     from tdwii_cli.pki import key_problem, load_certs, load_crl, verify_chain
 
-    loaded = []
+    loaded: list[tuple[Path, list[Any], Any]] = []
     for path in files:
         try:
             loaded.append((path, load_certs(path), None))
