@@ -421,3 +421,17 @@ def test_init_into_missing_parent_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TdwiiError, match="does not exist"):
         pki.init_pki(tmp_path / "no" / "such" / "certs")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_init_forgets_old_revocations(tmp_path: Path) -> None:
+    directory = tmp_path / "certs"
+    pki.init_pki(directory)
+    pki.revoke(directory, "workitemcreator")
+    state = directory / "rootCA/rootCA.revoked.json"
+    assert state.is_file()
+    assert len(list(pki.load_crl(directory / "rootCA/rootCA.crl.pem"))) == 1
+    result = pki.init_pki(directory, force=True)
+    assert result.removed == [state] and not state.exists()
+    crl = pki.load_crl(directory / "rootCA/rootCA.crl.pem")
+    assert len(list(crl)) == 0
+    assert crl.is_signature_valid(pki.load_cert(directory / "rootCA/rootCA.pem").public_key())  # type: ignore[arg-type]
