@@ -307,7 +307,7 @@ def issue(
 @log_options
 def show(
     files: Annotated[
-        list[Path], typer.Argument(metavar="FILE...", help="Certificates (PEM or DER), or CRLs.")
+        list[Path], typer.Argument(metavar="FILE", help="Certificates (PEM or DER), or CRLs.")
     ],
     ca: Annotated[
         list[Path] | None,
