@@ -94,6 +94,8 @@ def read_dataset(path: Path | str) -> Dataset:
         raise NotDicomError(f"unreadable DICOM: {exc}") from None
     except Exception as exc:  # pydicom raises assorted errors on garbage
         raise NotDicomError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from None
+    if part10 and "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        raise NotDicomError("unreadable DICOM: no Transfer Syntax UID in the file meta")
     if len(ds) == 0:
         raise NotDicomError("no data elements")
     return ds
