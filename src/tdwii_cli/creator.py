@@ -260,6 +260,8 @@ def _local_associate(peer: Peer) -> Any:
         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
     )
     if assoc.is_established:
+        # pynetdicom's reactor sleeps 1 ms when idle; poll faster while we stream requests.
+        assoc.dul._run_loop_delay = 0.0002
         if not assoc.accepted_contexts:
             assoc.release()
             raise TdwiiError(

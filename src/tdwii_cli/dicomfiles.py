@@ -86,10 +86,9 @@ def read_dataset(path: Path | str) -> Dataset:
     if not part10 and not _looks_like_raw_dataset(head):
         raise NotDicomError("not a DICOM file (no DICM preamble)")
     try:
+        # Values stay raw until used: a Part 10 file in Explicit VR Little Endian is then
+        # sent without decoding and re-encoding every element.
         ds = dcmread(path, force=not part10)
-        # Touch every element now so a truncated or garbled file fails here, not mid-send.
-        for _ in ds.iterall():
-            pass
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
         raise NotDicomError(f"unreadable DICOM: {exc}") from None
     except Exception as exc:  # pydicom raises assorted errors on garbage

@@ -151,9 +151,25 @@ def valid_dt(value: str) -> bool:
     return True
 
 
-def _is_empty(ds: Dataset, keyword: str) -> bool:
-    value = ds[keyword].value
-    if value is None:
+_MISSING = object()
+_TAGS: dict[str, int] = {}
+
+
+def _get(ds: Dataset, keyword: str) -> object:
+    """The value of `keyword` in `ds`, or `_MISSING` (one dictionary lookup, tag cached)."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, keyword
+        _TAGS[keyword] = tag
+    try:
+        return ds[tag].value
+    except KeyError:
+        return _MISSING
+
+
+def _empty_value(value: object) -> bool:
+    if value is None or value is _MISSING:
         return True
     if isinstance(value, (str, bytes)):
         return not value.strip()
@@ -162,27 +178,35 @@ def _is_empty(ds: Dataset, keyword: str) -> bool:
     return False
 
 
+def _is_empty(ds: Dataset, keyword: str) -> bool:
+    return _empty_value(_get(ds, keyword))
+
+
+def _has(ds: Dataset, keyword: str) -> bool:
+    """Present with a non-empty value."""
+    return not _empty_value(_get(ds, keyword))
+
+
 def _text(ds: Dataset, keyword: str) -> str:
-    value = ds[keyword].value
-    return "" if value is None else str(value).strip()
+    value = _get(ds, keyword)
+    return "" if value is None or value is _MISSING else str(value).strip()
 
 
 def _require(ds: Dataset, keywords: Iterable[str], where: str = "") -> list[Problem]:
     """0120/0121 problems for the Type 1 `keywords` of `ds` (`where` names the item)."""
     problems = []
     for keyword in keywords:
+        value = _get(ds, keyword)
         name = f"{where}{keyword}"
-        if keyword not in ds:
+        if value is _MISSING:
             problems.append(Problem(MISSING_ATTRIBUTE, f"missing Type 1 attribute {name}"))
-        elif _is_empty(ds, keyword):
+        elif _empty_value(value):
             problems.append(Problem(MISSING_ATTRIBUTE_VALUE, f"Type 1 attribute {name} is empty"))
     return problems
 
 
 def _items(ds: Dataset, keyword: str) -> list[tuple[int, Dataset]]:
-    if keyword not in ds or ds[keyword].value is None:
-        return []
-    value = ds[keyword].value
+    value = _get(ds, keyword)
     if not isinstance(value, Sequence | list):
         return []
     return [(i, item) for i, item in enumerate(value, start=1) if isinstance(item, Dataset)]
@@ -193,15 +217,12 @@ def _check_codes(ds: Dataset, keyword: str, where: str = "") -> list[Problem]:
     problems = []
     for i, item in _items(ds, keyword):
         place = f"{where}{keyword}[{i}]."
-        has_value = any(
-            k in item and not _is_empty(item, k)
-            for k in ("CodeValue", "LongCodeValue", "URNCodeValue")
-        )
+        has_value = any(_has(item, k) for k in ("CodeValue", "LongCodeValue", "URNCodeValue"))
         if not has_value:
             problems.append(
                 Problem(MISSING_ATTRIBUTE_VALUE, f"{place}CodeValue is missing or empty")
             )
-        if "URNCodeValue" not in item:
+        if _get(item, "URNCodeValue") is _MISSING:
             problems += _require(item, ["CodingSchemeDesignator"], place)
         problems += _require(item, ["CodeMeaning"], place)
     return problems
@@ -218,7 +239,7 @@ def _check_sequences(ds: Dataset) -> list[Problem]:
                 ["ReferencedSOPClassUID", "ReferencedSOPInstanceUID"],
                 f"{place}ReferencedSOPSequence[{j}].",
             )
-        if "TypeOfInstances" in item and _text(item, "TypeOfInstances") == "DICOM":
+        if _text(item, "TypeOfInstances") == "DICOM":
             problems += _require(item, ["StudyInstanceUID", "SeriesInstanceUID"], place)
         for j, retrieve in _items(item, "DICOMRetrievalSequence"):
             problems += _require(
@@ -228,7 +249,7 @@ def _check_sequences(ds: Dataset) -> list[Problem]:
         place = f"ScheduledProcessingParametersSequence[{i}]."
         problems += _require(item, ["ValueType", "ConceptNameCodeSequence"], place)
         problems += _check_codes(item, "ConceptNameCodeSequence", place)
-        if "ValueType" in item and _text(item, "ValueType") == "NUMERIC":
+        if _text(item, "ValueType") == "NUMERIC":
             problems += _require(item, ["MeasurementUnitsCodeSequence"], place)
     for i, item in _items(ds, "ScheduledHumanPerformersSequence"):
         place = f"ScheduledHumanPerformersSequence[{i}]."
@@ -237,7 +258,7 @@ def _check_sequences(ds: Dataset) -> list[Problem]:
     for i, item in _items(ds, "ReferencedRequestSequence"):
         place = f"ReferencedRequestSequence[{i}]."
         problems += _require(item, ["StudyInstanceUID", "RequestedProcedureID"], place)
-    if "ReplacedProcedureStepSequence" in ds:
+    if _get(ds, "ReplacedProcedureStepSequence") is not _MISSING:
         problems += _require(ds, ["ReplacedProcedureStepSequence"])
     for i, item in _items(ds, "ReplacedProcedureStepSequence"):
         problems += _require(
@@ -255,7 +276,7 @@ def check_ncreate(ds: Dataset) -> list[Problem]:
     then missing/empty Type 1 attributes, then invalid values.
     """
     problems: list[Problem] = []
-    if "ProcedureStepState" in ds and not _is_empty(ds, "ProcedureStepState"):
+    if _has(ds, "ProcedureStepState"):
         state = _text(ds, "ProcedureStepState")
         if state != "SCHEDULED":
             problems.append(
@@ -265,7 +286,7 @@ def check_ncreate(ds: Dataset) -> list[Problem]:
     problems += _check_sequences(ds)
 
     def present(keyword: str) -> bool:
-        return keyword in ds and not _is_empty(ds, keyword)
+        return _has(ds, keyword)
 
     if present("ScheduledProcedureStepPriority"):
         priority = _text(ds, "ScheduledProcedureStepPriority")
