@@ -73,6 +73,10 @@ def workdir(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(workdir: Path) -> Iterator[Server]:
+    import tdwii_cli.commands.serve as serve_command
+
+    if "is not built yet" in Path(serve_command.__file__).read_text():
+        pytest.skip("`tdwii serve` is not built yet (issue 4)")
     port = free_port()
     db = workdir / "tdwii.sqlite"
     log = workdir / "serve.log"
