@@ -118,7 +118,15 @@ def prepare(
         except NotDicomError as exc:
             outcomes.append(Outcome(source=str(path), kind=NOT_DICOM, detail=str(exc)))
             continue
-        outcomes += prepare_datasets([(str(path), ds)], new_uid=new_uid, check=check)
+        (outcome,) = prepare_datasets([(str(path), ds)], new_uid=new_uid, check=check)
+        if outcome.kind == READY and check:
+            # The check decoded the values it looked at, and a decoded dataset costs ~5x
+            # more to encode again. Send a pristine copy instead: its elements are
+            # still the file's bytes, written out unchanged in Explicit VR Little Endian.
+            fresh = read_dataset(path)
+            fresh.SOPInstanceUID = ds.SOPInstanceUID
+            outcome.dataset = fresh
+        outcomes.append(outcome)
     return outcomes
 
 

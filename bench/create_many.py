@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark: create N workitems from a folder over one mTLS association.
+
+    python bench/create_many.py [-n 1000] [--peer tdwii|pynetdicom] [--keep DIR]
+
+Makes a fresh PKI (`tdwii pki init`) and N workitem files in a temp folder,
+starts the peer on a loopback ephemeral port, then times the whole
+`tdwii create-workitem --mtls HOST PORT FOLDER` process (start-up, reading and
+checking the files, TLS, N N-CREATEs, release) and prints the wall time and rate.
+
+Peers: `tdwii` (default) is `tdwii serve --mtls` with its durable SQLite store;
+`pynetdicom` is a minimal in-memory UPS Push SCP (TCP_NODELAY, the same
+N-CREATE checks) that isolates the client's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from tdwii_cli.pki import init_pki
+from tdwii_cli.workitem import build_workitem, write_part10
+
+TDWII = [sys.executable, "-m", "tdwii_cli"]
+
+MINIMAL_SCP = textwrap.dedent(
+    """
+    import socket, ssl, sys
+    from pynetdicom import AE, evt
+    from tdwii_cli.ups.ncreate import check_ncreate, complete_type2
+    certs, port = sys.argv[1], int(sys.argv[2])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(f"{certs}/rootCA/rootCA.pem")
+    node = f"{certs}/servers/worklistmanager/worklistmanager"
+    ctx.load_cert_chain(node + ".pem", node + ".key")
+    seen = set()
+    def create(event):
+        ds = event.attribute_list
+        problems = check_ncreate(ds)
+        if problems:
+            return problems[0].status, None
+        uid = event.request.AffectedSOPInstanceUID
+        if uid in seen:
+            return 0x0111, None
+        seen.add(uid)
+        return 0x0000, complete_type2(ds)
+    def nodelay(event):
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ae = AE("UPSSCP")
+    ae.add_supported_context("1.2.840.10008.5.1.4.34.6.1",
+                             ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.start_server(("127.0.0.1", port), ssl_context=ctx,
+                    evt_handlers=[(evt.EVT_N_CREATE, create), (evt.EVT_CONN_OPEN, nodelay)])
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the peer exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the peer did not listen on {port}")
+
+
+def make_items(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        ds = build_workitem(
+            patient_id=f"BENCH-{i:05}",
+            patient_name=f"Bench^Patient{i}",
+            label=f"Fx {i % 30 + 1}",
+            station=("TrueBeam1", "Halcyon2", "VersaHD3")[i % 3],
+            plan_uid=f"1.2.826.0.1.3680043.8.498.4242.{i + 1}",
+            priority=("LOW", "MEDIUM", "HIGH")[i % 3],
+        )
+        write_part10(ds, folder / f"ups_{i:05}.dcm")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1000, help="number of workitems (1000)")
+    parser.add_argument("--peer", choices=["tdwii", "pynetdicom"], default="tdwii")
+    parser.add_argument("--runs", type=int, default=1, help="repeat (fresh UIDs each run)")
+    parser.add_argument("--keep", type=Path, help="work in DIR and keep it")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="tdwii-bench-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        certs = work / "certs"
+        if not certs.exists():
+            init_pki(certs)
+        items = work / "items"
+        if not items.exists():
+            started = time.perf_counter()
+            make_items(items, args.n)
+            print(f"built {args.n} workitem files in {time.perf_counter() - started:.1f} s")
+        port = free_port()
+        if args.peer == "tdwii":
+            cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1",
+                   "--db", str(work / f"bench-{port}.sqlite"), "-q"]  # fmt: skip
+        else:
+            cmd = [sys.executable, "-c", MINIMAL_SCP, str(certs), str(port)]
+        peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL)
+        try:
+            wait_port(port, peer)
+            for run in range(args.runs):
+                client = [*TDWII, "create-workitem", "--mtls", "127.0.0.1", str(port),
+                          str(items), "--json", "-q"]  # fmt: skip
+                if run:
+                    client.append("--new-uid")
+                started = time.perf_counter()
+                result = subprocess.run(client, cwd=work, capture_output=True, text=True)
+                wall = time.perf_counter() - started
+                if result.returncode != 0:
+                    print(result.stderr[-2000:], file=sys.stderr)
+                    print(f"create-workitem exited {result.returncode}", file=sys.stderr)
+                    return 1
+                import json
+
+                doc = json.loads(result.stdout)
+                print(
+                    f"peer={args.peer} n={args.n} created={doc['created']} "
+                    f"associations={doc['associations']} wall={wall:.2f} s "
+                    f"rate={args.n / wall:.0f}/s (whole process; in-process {doc['seconds']:.2f} s)"
+                )
+        finally:
+            peer.terminate()
+            try:
+                peer.wait(10)
+            except subprocess.TimeoutExpired:
+                peer.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
