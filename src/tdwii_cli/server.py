@@ -314,9 +314,25 @@ class _RequestHandler(RequestHandler):
         return assoc
 
 
-def _default_hooks() -> tuple[HandshakeOk, HandshakeFailed, Callable[[socket.socket], None]]:
-    from tdwii_cli import netlog, tls
+def _plain_handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
+    ident = identity_of(sock, peer)
+    log.info("%s: TLS %s %s, peer %s", peer, ident.tls_version, ident.cipher, ident.subject_cn)
 
+
+def _plain_handshake_failed(peer: str, exc: BaseException, side: str) -> None:
+    log.warning("%s: TLS handshake failed: %s", peer, exc)
+
+
+def _plain_nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _default_hooks() -> tuple[HandshakeOk, HandshakeFailed, Callable[[socket.socket], None]]:
+    """The shared log's handshake lines and `tls.set_nodelay` (plain stand-ins without them)."""
+    try:
+        from tdwii_cli import netlog, tls
+    except ImportError:  # the shared log is not installed: keep serving, log plainly
+        return _plain_handshake_ok, _plain_handshake_failed, _plain_nodelay
     return netlog.log_handshake_ok, netlog.log_handshake_failed, tls.set_nodelay
 
 
@@ -612,3 +628,107 @@ class WorklistManager:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> Any:
+    import errno
+
+    from tdwii_cli.errors import TdwiiError
+
+    where = f"{host or 'all interfaces'} port {port}"
+    if exc.errno == errno.EADDRINUSE:
+        return TdwiiError(
+            f"cannot listen on {where}: the port is in use",
+            hint="stop the other server or choose another --port",
+        )
+    if exc.errno == errno.EACCES:
+        return TdwiiError(
+            f"cannot listen on {where}: permission denied",
+            hint="ports below 1024 need privileges; use 2762 (TLS) or 11112",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return TdwiiError(
+            f"cannot listen on {where}: no such local address",
+            hint="give an address of this host to --bind-address, or leave it out",
+        )
+    return TdwiiError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def run_serve(
+    command_line: dict[str, Any],
+    tls_values: dict[str, Any],
+    *,
+    config_file: Path | None = None,
+    log_options: Any = None,
+) -> int:
+    """`tdwii serve`: merge the configuration, start the worklist manager, serve until a signal."""
+    from tdwii_cli import serveconfig
+    from tdwii_cli.console import stderr_console
+    from tdwii_cli.errors import TdwiiError
+    from tdwii_cli.ups.store import StoreError
+
+    ini = serveconfig.read_ini(config_file) if config_file is not None else None
+    config = serveconfig.effective_config(ini, command_line)
+    tls_options = serveconfig.resolve_tls(config, tls_values)
+    known = (
+        serveconfig.load_application_entities(config.ae_config)
+        if config.ae_config is not None
+        else {}
+    )
+    port = config.effective_port(tls_options.enabled)
+    ssl_context = None
+    if tls_options.enabled:
+        from tdwii_cli import tls as tls_module
+
+        ssl_context = tls_module.build_server_context(tls_options)
+
+    mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls_options.mode]
+    if log.isEnabledFor(logging.INFO):
+        log.info("effective configuration%s:", f" ({config_file})" if config_file else "")
+        for key, value, source in config.rows():
+            if key == "port":
+                value = str(port)
+            log.info("  %-18s %-40s (%s)", key, value, source)
+        log.info("  %-18s %s, profile %s", "tls", mode, tls_options.profile)
+        if tls_options.enabled:
+            log.info("  %-18s %s", "ca", ", ".join(str(p) for p in tls_options.ca))
+            log.info("  %-18s %s", "certificate", tls_options.cert)
+            log.info("  %-18s %s", "private key", tls_options.key)
+        if known:
+            log.info("  %-18s %s", "known AEs", ", ".join(sorted(known)))
+
+    settings = ServerSettings(
+        ae_title=config.ae_title,
+        bind_address=config.bind_address,
+        port=port,
+        max_pdu=config.max_pdu,
+        acse_timeout=config.acse_timeout,
+        dimse_timeout=config.dimse_timeout,
+        network_timeout=config.network_timeout,
+        max_associations=config.max_associations,
+        handshake_timeout=config.handshake_timeout,
+        database=config.database_location,
+    )
+    manager = WorklistManager(settings, ssl_context, config=config, known_aes=known)
+    try:
+        manager.start()
+    except StoreError as exc:
+        raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
+    except OSError as exc:
+        raise _listen_error(exc, config.bind_address, port) from None
+    except ValueError as exc:  # pynetdicom: a bad AE title or address
+        raise TdwiiError(f"cannot start: {exc}".splitlines()[0]) from None
+    host, bound_port = manager.address
+    quiet = log_options is not None and log_options.level > logging.WARNING
+    if not quiet:
+        shown = f"[{host}]" if ":" in host else host
+        stderr_console().print(
+            f"tdwii serve: {config.ae_title} listening on {shown}:{bound_port} ({mode}), "
+            f"database {config.database_location}; Ctrl-C to stop",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    code = manager.serve_until_signal()
+    log.info("stopped")
+    return code

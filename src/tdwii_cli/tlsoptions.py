@@ -263,3 +263,10 @@ def _params() -> list:
 def tls_options(role: Role):  # type: ignore[no-untyped-def]
     """Decorator: the command gets `tls: TlsOptions` resolved for `role`."""
     return option_group("tls", _params(), lambda **kw: resolve(role, **kw))
+
+
+def tls_option_values(role: Role):  # type: ignore[no-untyped-def]
+    """Decorator: the same TLS option group, but the command gets the raw values (a dict
+    for `resolve(role, **values)`), for commands that merge a configuration file first."""
+    del role  # same options for both roles; kept for symmetry with `tls_options`
+    return option_group("tls", _params(), lambda **kw: dict(kw))

@@ -175,8 +175,11 @@ def _core_handlers(ctx: ServiceContext) -> list[Handler]:
 
 
 def _log_handlers(ctx: ServiceContext) -> list[Handler]:
-    from tdwii_cli import netlog
-
+    """The shared log's association and DIMSE lines (tdwii_cli.netlog)."""
+    try:
+        from tdwii_cli import netlog
+    except ImportError:  # pragma: no cover - only while netlog is not there
+        return []
     return list(netlog.association_handlers())
 
 
