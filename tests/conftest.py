@@ -87,3 +87,98 @@ def other_ca_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("other-pki") / "certs"
     init_pki(directory, org="other")
     return directory
+
+
+# -- `tdwii serve` in a subprocess (issue 4) ---------------------------------------------
+
+
+class TdwiiServer:
+    """A running `python -m tdwii_cli serve` and where to find it (see `start_tdwii_server`)."""
+
+    def __init__(self, proc: object, host: str, port: int, db: Path, log: Path, workdir: Path):
+        self.proc = proc
+        self.host = host
+        self.port = port
+        self.db = db
+        self.log = log
+        self.workdir = workdir
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_log(self, needle: str, start: int = 0, timeout: float = 10.0) -> str:
+        """The log text from offset `start` once it contains `needle` (case-insensitive)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()[start:]
+            if needle.lower() in text.lower():
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not in the server log:\n{text[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        """SIGTERM, wait, return the exit code (kill -9 if it does not stop)."""
+        import subprocess
+
+        proc = self.proc
+        assert isinstance(proc, subprocess.Popen)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return int(proc.returncode)
+
+
+def start_tdwii_server(
+    workdir: Path, *args: str, db: Path | None = None, tls: bool = True, log_name: str = "serve"
+) -> TdwiiServer:
+    """Start `tdwii serve` in `workdir` (which holds `certs/` from `tdwii pki init`), on a free
+    loopback port, logging at -v to a file; returns once it listens."""
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    db = db or workdir / "tdwii.sqlite"
+    log = workdir / f"{log_name}-{port}.log"
+    cmd = [sys.executable, "-m", "tdwii_cli", "serve", "--port", str(port), "-ba", "127.0.0.1"]
+    cmd += ["--db", str(db), *(["--mtls"] if tls else []), *args]
+    if not any(a in args for a in ("-d", "--debug", "-q", "--log-level")):
+        cmd.append("-v")
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=fh)
+    server = TdwiiServer(proc, "127.0.0.1", port, db, log, workdir)
+    deadline = time.monotonic() + 30
+    while "listening on" not in server.log_text():
+        if proc.poll() is not None:
+            raise AssertionError(f"tdwii serve exited {proc.returncode}: {server.log_text()}")
+        if time.monotonic() > deadline:
+            server.stop()
+            raise AssertionError(f"tdwii serve did not start: {server.log_text()}")
+        time.sleep(0.05)
+    return server
+
+
+@pytest.fixture(scope="module")
+def serve_workdir(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with `certs/` as `tdwii pki init` leaves it (a copy of `pki_dir`)."""
+    workdir = tmp_path_factory.mktemp("serve")
+    shutil.copytree(pki_dir, workdir / "certs")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def tdwii_server(serve_workdir: Path):  # type: ignore[no-untyped-def]
+    """`tdwii serve --mtls` with the pki layout's defaults (no certificate flags),
+    handshake timeout 3 s; yields a `TdwiiServer` (host, port, db, log)."""
+    server = start_tdwii_server(serve_workdir, "--handshake-timeout", "3")
+    try:
+        yield server
+    finally:
+        server.stop()
