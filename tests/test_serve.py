@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TdwiiServer, require_tool, start_tdwii_server
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 
+from conftest import TdwiiServer, require_tool, start_tdwii_server
 from tdwii_cli.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
