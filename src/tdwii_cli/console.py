@@ -48,11 +48,7 @@ class _PlainFormatter(logging.Formatter):
 
 
 def setup_logging(level: int, debug: bool = False) -> None:
-    """Route the `tdwii` and `pynetdicom` loggers to stderr at `level`.
-
-    pynetdicom's own messages are one step quieter than ours: its INFO chatter
-    only shows at DEBUG, so `-v` shows tdwii's lines and `-d` shows both.
-    """
+    """Route the `tdwii` and `pynetdicom` loggers to stderr at `level` (pynetdicom: -d only)."""
     global _debug
     _debug = debug
     handler: logging.Handler
@@ -74,8 +70,9 @@ def setup_logging(level: int, debug: bool = False) -> None:
         logger.handlers[:] = [handler]
         logger.propagate = False
     log.setLevel(level)
-    pyn_level = logging.INFO if level <= logging.DEBUG else max(level, logging.WARNING)
-    logging.getLogger("pynetdicom").setLevel(pyn_level)
+    # pynetdicom's own lines (and their tracebacks) repeat what tdwii's log already says in
+    # plain words; they are shown with -d only.
+    logging.getLogger("pynetdicom").setLevel(logging.INFO if debug else logging.CRITICAL + 1)
 
 
 def report_error(message: str, hint: str = "") -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,15 @@ def option_group(
     names = [p.name for p in params]
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        # Resolve string annotations (PEP 563) in the command's own module, not here.
+        hints = typing.get_type_hints(func, include_extras=True)
         sig = inspect.signature(func)
+        sig = sig.replace(
+            parameters=[
+                p.replace(annotation=hints.get(p.name, p.annotation))
+                for p in sig.parameters.values()
+            ]
+        )
         if target not in sig.parameters:
             raise TypeError(f"{func.__name__} has no parameter {target!r}")
         kept = [p for p in sig.parameters.values() if p.name != target]
@@ -32,7 +41,7 @@ def option_group(
             return func(*args, **kwargs)
 
         wrapper.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
-        annotations = {k: v for k, v in func.__annotations__.items() if k != target}
+        annotations = {k: v for k, v in hints.items() if k != target}
         annotations.update({p.name: p.annotation for p in params})
         wrapper.__annotations__ = annotations
         del wrapper.__wrapped__  # typer must see the new signature, not the original
