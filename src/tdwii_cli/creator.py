@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 from tdwii_cli import exitcodes
 from tdwii_cli.dicomfiles import NotDicomError, iter_paths, read_dataset
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.scuoptions import ScuOptions
 from tdwii_cli.ups.ncreate import UPS_PUSH_SOP_CLASS, Problem, check_ncreate
 
 if TYPE_CHECKING:
@@ -80,12 +81,7 @@ class Peer:
     host: str
     port: int
     tls: TlsOptions
-    calling_aet: str = "TDWII"
-    called_aet: str = "ANY-SCP"
-    acse_timeout: float = 30.0
-    dimse_timeout: float = 30.0
-    network_timeout: float = 60.0
-    connect_timeout: float | None = 10.0
+    net: ScuOptions = field(default_factory=ScuOptions)
 
 
 def prepare_datasets(
@@ -131,167 +127,27 @@ def prepare(
 
 
 def status_words(status: int) -> str:
-    """The standard's words for an N-CREATE status (pynetdicom's tables via scu)."""
-    try:
-        from tdwii_cli.scu import status_text
-    except ImportError:  # pragma: no cover - scu is written by another issue
-        return _fallback_status_text(status)
+    """The standard's words for an N-CREATE status (pynetdicom's tables)."""
+    from tdwii_cli.netlog import status_text
+
     return status_text(status)
 
 
-def _fallback_status_text(status: int) -> str:
-    from pynetdicom.status import GENERAL_STATUS as general
-    from pynetdicom.status import UNIFIED_PROCEDURE_STEP_SERVICE_CLASS_STATUS as ups
-
-    entry = ups.get(status) or general.get(status)
-    if entry:
-        return f"{entry[0]}: {entry[1]}" if entry[1] else entry[0]
-    return "Unknown status"
-
-
 def _associate(peer: Peer) -> Any:
-    """An established association with the UPS Push context (TLS, NODELAY, logging).
+    """An established association with the UPS Push context (TLS, NODELAY, logging)."""
+    from tdwii_cli import scu
 
-    Uses the shared client `tdwii_cli.scu` when it is there; until then a small
-    local client (`_local_associate`) does the same job.
-    """
-    try:
-        from tdwii_cli import scu
-    except ImportError:
-        return _local_associate(peer)
     return scu.associate(
         peer.host,
         peer.port,
         tls=peer.tls,
-        calling_aet=peer.calling_aet,
-        called_aet=peer.called_aet,
+        calling_aet=peer.net.calling_aet,
+        called_aet=peer.net.called_aet,
         contexts=[UPS_PUSH_SOP_CLASS],
-        acse_timeout=peer.acse_timeout,
-        dimse_timeout=peer.dimse_timeout,
-        network_timeout=peer.network_timeout,
-        connect_timeout=peer.connect_timeout,
-    )
-
-
-# Explicit VR Little Endian first: a dataset read from a Part 10 file is then sent
-# without re-encoding every element (about 4x cheaper than Implicit VR).
-TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-
-
-def client_ssl_context(tls: TlsOptions) -> Any:
-    """A client `ssl.SSLContext` for `tls` (TLS 1.2+, our certificate for mutual TLS)."""
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    for ca in tls.ca:
-        ctx.load_verify_locations(cafile=str(ca))
-    if tls.cert is not None and tls.key is not None:
-        ctx.load_cert_chain(str(tls.cert), str(tls.key), password=tls.key_password())
-    ctx.check_hostname = tls.verify_hostname
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if tls.crl is not None:
-        ctx.load_verify_locations(cafile=str(tls.crl))
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    ctx.set_alpn_protocols(["dicom"])
-    return ctx
-
-
-def _nodelay(event: Any) -> None:
-    import socket
-
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    event.assoc._tdwii_opened = True  # the TCP connection (and TLS handshake) succeeded
-
-
-class _NoTraceback(logging.Filter):
-    """Keep pynetdicom's error lines but drop their tracebacks (shown with -d only)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from tdwii_cli.console import is_debug
-
-        if record.exc_info and not is_debug():
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-_NO_TRACEBACK = _NoTraceback()
-
-
-def _diagnose(peer: Peer) -> TdwiiError:
-    """Why the association could not be made: unreachable, or the TLS handshake."""
-    import socket
-
-    try:
-        with socket.create_connection((peer.host, peer.port), timeout=peer.connect_timeout):
-            pass
-    except OSError as exc:
-        return TdwiiError(
-            f"cannot reach {peer.host}:{peer.port}: {exc.strerror or exc}",
-            exitcodes.UNREACHABLE,
-            hint="is the server running, and the host and port right?",
-        )
-    if peer.tls.enabled:
-        return TdwiiError(
-            f"TLS handshake with {peer.host}:{peer.port} failed",
-            exitcodes.TLS_HANDSHAKE,
-            hint="check the CA, our certificate and the server's; -d shows the reason",
-        )
-    return TdwiiError(
-        f"association with {peer.host}:{peer.port} failed",
-        exitcodes.ASSOC_ABORTED,
-        hint="the peer closed the connection; does it expect TLS (--mtls)?",
-    )
-
-
-def _local_associate(peer: Peer) -> Any:
-    from pynetdicom import AE, evt
-
-    for handler in logging.getLogger("pynetdicom").handlers:
-        if _NO_TRACEBACK not in handler.filters:
-            handler.addFilter(_NO_TRACEBACK)
-    ae = AE(peer.calling_aet)
-    ae.add_requested_context(UPS_PUSH_SOP_CLASS, TRANSFER_SYNTAXES)
-    ae.acse_timeout = peer.acse_timeout
-    ae.dimse_timeout = peer.dimse_timeout
-    ae.network_timeout = peer.network_timeout
-    ae.connection_timeout = peer.connect_timeout
-    tls_args = (client_ssl_context(peer.tls), peer.host) if peer.tls.enabled else None
-    assoc = ae.associate(
-        peer.host,
-        peer.port,
-        ae_title=peer.called_aet,
-        tls_args=tls_args,
-        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
-    )
-    if assoc.is_established:
-        # pynetdicom's reactor sleeps 1 ms when idle; poll faster while we stream requests.
-        assoc.dul._run_loop_delay = 0.0002
-        if not assoc.accepted_contexts:
-            assoc.release()
-            raise TdwiiError(
-                "the server accepted no UPS Push presentation context",
-                exitcodes.ASSOC_REJECTED,
-                hint="is it a UPS worklist manager?",
-            )
-        return assoc
-    if assoc.is_rejected:
-        raise TdwiiError(
-            f"association rejected by {peer.called_aet}@{peer.host}:{peer.port}",
-            exitcodes.ASSOC_REJECTED,
-            hint="check -aec (called AE title) and -aet",
-        )
-    if not getattr(assoc, "_tdwii_opened", False):
-        raise _diagnose(peer)  # never connected: unreachable, or the TLS handshake failed
-    raise TdwiiError(
-        f"{peer.host}:{peer.port} closed the connection before accepting the association",
-        exitcodes.ASSOC_ABORTED,
-        hint="does the server expect TLS (--mtls)? see its log"
-        if not peer.tls.enabled
-        else "see the server's log",
+        acse_timeout=peer.net.acse_timeout,
+        dimse_timeout=peer.net.dimse_timeout,
+        network_timeout=peer.net.network_timeout,
+        connect_timeout=peer.net.connect_timeout,
     )
 
 

@@ -16,13 +16,15 @@ import typer
 from tdwii_cli import exitcodes
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.logoptions import LogOptions, log_options
+from tdwii_cli.scuoptions import PANEL as NET
+from tdwii_cli.scuoptions import ScuOptions, scu_options
 from tdwii_cli.tlsoptions import TlsOptions, tls_options
 
 if TYPE_CHECKING:
     from tdwii_cli.creator import Outcome
 
 BUILD = "Build one workitem (when no PATH is given)"
-NET = "Association"
+
 PROGRESS_MIN = 5  # show a progress bar for more workitems than this
 
 
@@ -49,6 +51,7 @@ def parse_scheduled(text: str) -> datetime:
 
 @log_options
 @tls_options("client")
+@scu_options
 def create_workitem(
     host: Annotated[
         str | None, typer.Argument(help="The worklist manager's host name or address.")
@@ -153,52 +156,10 @@ def create_workitem(
             rich_help_panel=BUILD,
         ),
     ] = None,
-    calling_aet: Annotated[
-        str, typer.Option("--calling-aet", "-aet", help="Our AE title.", rich_help_panel=NET)
-    ] = "TDWII",
-    called_aet: Annotated[
-        str,
-        typer.Option("--called-aet", "-aec", help="The server's AE title.", rich_help_panel=NET),
-    ] = "ANY-SCP",
-    connect_timeout: Annotated[
-        float,
-        typer.Option(
-            "--connect-timeout",
-            "-to",
-            metavar="S",
-            help="TCP connect timeout.",
-            rich_help_panel=NET,
-        ),
-    ] = 10.0,
-    acse_timeout: Annotated[
-        float,
-        typer.Option(
-            "--acse-timeout", "-ta", metavar="S", help="Association timeout.", rich_help_panel=NET
-        ),
-    ] = 30.0,
-    dimse_timeout: Annotated[
-        float,
-        typer.Option(
-            "--dimse-timeout",
-            "-td",
-            metavar="S",
-            help="DIMSE response timeout.",
-            rich_help_panel=NET,
-        ),
-    ] = 30.0,
-    network_timeout: Annotated[
-        float,
-        typer.Option(
-            "--network-timeout",
-            "-tn",
-            metavar="S",
-            help="Idle network timeout.",
-            rich_help_panel=NET,
-        ),
-    ] = 60.0,
     *,
     log: LogOptions,
     tls: TlsOptions,
+    net: ScuOptions,
 ) -> None:
     """Send UPS workitems to a worklist manager (N-CREATE), or build one from options.
 
@@ -289,12 +250,7 @@ def create_workitem(
             host=host or "",
             port=port or 0,
             tls=tls,
-            calling_aet=calling_aet,
-            called_aet=called_aet,
-            acse_timeout=acse_timeout,
-            dimse_timeout=dimse_timeout,
-            network_timeout=network_timeout,
-            connect_timeout=connect_timeout,
+            net=net,
         )
         try:
             associations = _send(outcomes, peer, batch_size, show_progress=not json_out)
