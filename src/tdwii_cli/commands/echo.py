@@ -30,8 +30,7 @@ def echo(
     log: LogOptions,
 ) -> None:
     """Send C-ECHO to a DICOM node: `tdwii echo --mtls localhost 2762`."""
-    from tdwii_cli.echoing import run_echo
-    from tdwii_cli.netlog import format_status
+    from tdwii_cli.echoing import run_echo, status_words
 
     result = run_echo(host, port, tls=tls, net=net, count=count, repeat=repeat)
     times = result.summary()
@@ -40,7 +39,7 @@ def echo(
     secure = f" over {result.tls_version} {result.cipher}" if result.tls_version else ""
     line = (
         f"C-ECHO {where}{secure}: {len(result.statuses)} sent, status "
-        f"{format_status(status)}, rtt ms min {times['min']:.1f} median "
+        f"{status_words(status)}, rtt ms min {times['min']:.1f} median "
         f"{times['median']:.1f} max {times['max']:.1f}"
     )
     typer.echo(line)
