@@ -181,8 +181,8 @@ _VERIFY_CODES = {
     10: ("the peer's certificate has expired", "issue a new one: tdwii pki issue"),
     18: ("the peer's certificate is self-signed and not trusted", "pass its CA with --ca"),
     19: (
-        "the peer's certificate chain ends in an untrusted self-signed CA",
-        "pass its CA with --ca",
+        "the peer's certificate is from an untrusted CA (its root is not among --ca)",
+        "pass the CA that issued it with --ca",
     ),
     20: ("the peer's certificate is from an untrusted CA", "pass the CA that issued it with --ca"),
     21: ("the peer's certificate is from an untrusted CA", "pass the CA that issued it with --ca"),
