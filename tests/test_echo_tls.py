@@ -132,13 +132,16 @@ def test_untrusted_client_certificate_is_exit_63(
     ]
     proc = run_echo(*args, "localhost", str(storescp))
     assert proc.returncode == 63
-    assert "did not accept our certificate" in one_error_line(proc)
+    # the server's alert ("unknown CA") or, when TLS 1.3 loses it, its close right after
+    line = one_error_line(proc)
+    assert "does not trust" in line or "did not accept our certificate" in line
 
 
 def test_no_client_certificate_is_exit_63(pki_dir: Path, storescp: int) -> None:
     proc = run_echo("--tls", "-ca", str(pki_dir / CA), "localhost", str(storescp))
     assert proc.returncode == 63
-    assert "requires a client certificate" in one_error_line(proc)
+    line = one_error_line(proc)
+    assert "requires a client certificate" in line or "no client certificate" in line
 
 
 def test_closed_port_is_exit_60(pki_dir: Path) -> None:
