@@ -25,106 +25,13 @@ import shutil
 import socket
 import ssl
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-VERIFICATION = b"1.2.840.10008.1.1"
-APP_CONTEXT = b"1.2.840.10008.3.1.1.1"
-IMPLICIT_LE = b"1.2.840.10008.1.2"
-IMPL_CLASS_UID = b"1.2.826.0.1.3680043.9.3811.0.1"
-
-
-# -- PDUs, by hand (PS3.8 section 9.3) -------------------------------------------------
-
-
-def _item(item_type: int, payload: bytes) -> bytes:
-    return struct.pack(">BBH", item_type, 0, len(payload)) + payload
-
-
-def _pdu(pdu_type: int, payload: bytes) -> bytes:
-    return struct.pack(">BBL", pdu_type, 0, len(payload)) + payload
-
-
-def _even(uid: bytes) -> bytes:
-    return uid + b"\x00" if len(uid) % 2 else uid
-
-
-def associate_rq(called: bytes = b"ANY-SCP", calling: bytes = b"BENCH") -> bytes:
-    """A-ASSOCIATE-RQ proposing Verification with Implicit VR Little Endian."""
-    pres = _item(
-        0x20,
-        bytes([1, 0, 0, 0]) + _item(0x30, VERIFICATION) + _item(0x40, IMPLICIT_LE),
-    )
-    user = _item(
-        0x50,
-        _item(0x51, struct.pack(">L", 16384)) + _item(0x52, IMPL_CLASS_UID),
-    )
-    body = (
-        struct.pack(">HH", 1, 0)
-        + called.ljust(16)
-        + calling.ljust(16)
-        + bytes(32)
-        + _item(0x10, APP_CONTEXT)
-        + pres
-        + user
-    )
-    return _pdu(0x01, body)
-
-
-def _element(group: int, elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHL", group, elem, len(value)) + value
-
-
-def echo_rq(message_id: int = 1) -> bytes:
-    """P-DATA-TF carrying one C-ECHO-RQ command (Implicit VR LE, one last fragment)."""
-    elements = (
-        _element(0x0000, 0x0002, _even(VERIFICATION))
-        + _element(0x0000, 0x0100, struct.pack("<H", 0x0030))
-        + _element(0x0000, 0x0110, struct.pack("<H", message_id))
-        + _element(0x0000, 0x0800, struct.pack("<H", 0x0101))
-    )
-    command = _element(0x0000, 0x0000, struct.pack("<L", len(elements))) + elements
-    pdv = struct.pack(">LBB", len(command) + 2, 1, 0x03) + command
-    return _pdu(0x04, pdv)
-
-
-RELEASE_RQ = _pdu(0x05, bytes(4))
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed by the peer")
-        data += chunk
-    return bytes(data)
-
-
-def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    pdu_type, _, length = struct.unpack(">BBL", _recv_exact(sock, 6))
-    return pdu_type, _recv_exact(sock, length)
-
-
-def echo_status(pdata: bytes) -> int:
-    """The Status (0000,0900) of the C-ECHO-RSP command in a P-DATA-TF body."""
-    offset = 0
-    command = bytearray()
-    while offset < len(pdata):
-        (length,) = struct.unpack(">L", pdata[offset : offset + 4])
-        command += pdata[offset + 6 : offset + 4 + length]
-        offset += 4 + length
-    pos = 0
-    while pos + 8 <= len(command):
-        group, elem, length = struct.unpack("<HHL", command[pos : pos + 8])
-        if (group, elem) == (0x0000, 0x0900):
-            return struct.unpack("<H", command[pos + 8 : pos + 10])[0]
-        pos += 8 + length
-    raise ValueError("no Status in the C-ECHO-RSP")
+from tdwii_cli import dulraw  # the same hand-written upper layer `tdwii echo` uses
 
 
 def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> float:
@@ -134,15 +41,14 @@ def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> f
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
         sock.sendall(rq)
-        kind, body = read_pdu(sock)
+        kind, _ = dulraw.read_pdu(sock)
         if kind != 0x02:
             raise RuntimeError(f"association not accepted (PDU type 0x{kind:02X})")
         sock.sendall(echo)
-        kind, body = read_pdu(sock)
-        if kind != 0x04 or echo_status(body) != 0:
+        if dulraw.echo_status(dulraw.read_command(sock)) != 0:
             raise RuntimeError("C-ECHO failed")
-        sock.sendall(RELEASE_RQ)
-        kind, body = read_pdu(sock)
+        sock.sendall(dulraw.RELEASE_RQ)
+        kind, _ = dulraw.read_pdu(sock)
         if kind != 0x06:
             raise RuntimeError(f"release not confirmed (PDU type 0x{kind:02X})")
     return time.perf_counter() - start
@@ -157,7 +63,7 @@ def client_context(certs: Path) -> ssl.SSLContext:
 
 
 def measure(ctx: ssl.SSLContext, port: int, n: int, warmup: int) -> dict[str, float]:
-    rq, echo = associate_rq(), echo_rq()
+    rq, echo = dulraw.associate_rq("BENCH", "ANY-SCP"), dulraw.echo_rq(1)
     for _ in range(warmup):
         one_association(ctx, port, rq, echo)
     times = []
