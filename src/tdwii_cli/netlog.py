@@ -132,7 +132,7 @@ def _on_accepted(event: Any) -> None:
         log.info(
             "  rejected  %s  (%s)",
             uid_name(cx.abstract_syntax),
-            cx.status_description if hasattr(cx, "status_description") else "rejected",
+            getattr(cx, "status", None) or "rejected",
         )
 
 

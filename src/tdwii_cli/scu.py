@@ -149,6 +149,14 @@ def associate(
             exitcodes.ASSOC_REJECTED,
             hint="check -aec/-aet and the server's limits",
         )
+    if assoc.is_aborted and assoc.rejected_contexts and not assoc.accepted_contexts:
+        # pynetdicom aborts at once when the peer accepted the association but no context
+        why = ", ".join(sorted({cx.status for cx in assoc.rejected_contexts}))
+        raise TdwiiError(
+            f"{called_aet}@{peer} accepted none of our presentation contexts ({why})",
+            exitcodes.ASSOC_REJECTED,
+            hint="is it the right kind of DICOM node?",
+        )
     failure = ctx.failure if ctx is not None else None
     if failure is not None:
         phase, exc = failure
