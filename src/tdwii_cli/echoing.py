@@ -123,7 +123,12 @@ def _one_association(
             raise _refused_after_handshake(peer, mutual) from None
         except (dulraw.Aborted, OSError) as exc:
             if ctx is None:
-                raise
+                # a TLS server reads our A-ASSOCIATE-RQ as a broken ClientHello and hangs up
+                raise TdwiiError(
+                    f"{peer} closed the connection before answering the association request",
+                    exitcodes.ASSOC_ABORTED,
+                    hint="does the server expect TLS (--mtls/--tls)? see its log",
+                ) from None
             # TLS 1.3: the server checks our certificate after our side of the handshake
             # is done; its alert is often lost when it closes on our unread request.
             raise _refused_after_handshake(peer, mutual) from exc

@@ -267,7 +267,8 @@ _REASONS: list[tuple[tuple[str, ...], str, str]] = [
     (
         ("unexpected_eof_while_reading", "eof"),
         "the connection was closed during the TLS handshake",
-        "the peer refused us; its log says why (often our certificate or TLS version)",
+        "the peer refused us (our certificate or TLS version) or does not speak TLS on "
+        "this port; its log says why",
     ),
 ]
 
@@ -313,7 +314,8 @@ def describe_handshake_error(exc: BaseException, *, side: str = "client") -> Han
     ):
         return HandshakeFailure(
             "the connection was closed during the TLS handshake",
-            "the peer refused us; its log says why (often our certificate or TLS version)",
+            "the peer refused us (our certificate or TLS version) or does not speak TLS on "
+            "this port; its log says why",
         )
     return HandshakeFailure(
         f"TLS handshake failed: {text.strip() or type(exc).__name__}", "run with -d for details"
