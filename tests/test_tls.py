@@ -701,3 +701,56 @@ def test_set_nodelay() -> None:
     closed = socket.socket()
     closed.close()
     tls.set_nodelay(closed)  # no exception on a closed socket
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ec256",
+        "ec384",
+        "ec521",
+        "ec224",
+        "rsa1024",
+        "rsa2048",
+        "rsa3072",
+    ],
+)
+def test_quick_certificate_reader_agrees_with_cryptography(
+    tmp_path: Path, pki_dir: Path, key: str
+) -> None:
+    """The DER reader behind the own-certificate check (no `cryptography` import on the
+    one-shot path) sees the same dates and key weakness as `cryptography` does."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    curves = {"ec256": ec.SECP256R1(), "ec384": ec.SECP384R1(), "ec521": ec.SECP521R1()}
+    curves["ec224"] = ec.SECP224R1()
+    private = (
+        ec.generate_private_key(curves[key])
+        if key.startswith("ec")
+        else rsa.generate_private_key(public_exponent=65537, key_size=int(key[3:]))
+    )
+    cert, _ = _own(tmp_path, pki_dir, key, key=private)
+    facts = tls._leaf_facts(cert.read_bytes())
+    assert facts is not None  # handled by the quick reader, not the fallback
+    loaded = pki.load_cert(cert)
+    assert facts[0] == loaded.not_valid_before_utc
+    assert facts[1] == loaded.not_valid_after_utc
+    assert facts[2] == (pki.key_problem(loaded) or "")
+    assert bool(facts[2]) == (key in ("ec224", "rsa1024"))
+
+
+def test_encrypted_key_without_password(tmp_path: Path, pki_dir: Path) -> None:
+    ca_key, ca_cert = pki.load_ca(pki_dir)
+    key, cert = pki.make_leaf(ca_key, ca_cert, "locked")
+    pki.write_key(tmp_path / "locked.key", key, password=b"pw-123456")
+    pki.write_cert(tmp_path / "locked.pem", cert)
+    with pytest.raises(TdwiiError, match="is encrypted") as info:
+        tls.check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", None)
+    assert "--key-password-file" in info.value.hint
+
+
+def test_not_a_certificate_is_one_line(tmp_path: Path, pki_dir: Path) -> None:
+    (tmp_path / "junk.pem").write_text("hello\n")
+    with pytest.raises(TdwiiError) as info:
+        tls.check_own_certificate(tmp_path / "junk.pem", pki_dir / f"{CLIENT}.key", None)
+    assert "junk.pem" in info.value.message and "\n" not in info.value.message
