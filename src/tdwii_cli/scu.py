@@ -125,7 +125,7 @@ def associate(
     ae.connection_timeout = connect_timeout
     ctx: ClientContext | None = client_context(tls) if tls.enabled else None
     tls_args = (ctx, host) if ctx is not None else None
-    handlers = [(evt.EVT_CONN_OPEN, _nodelay), *association_handlers()]
+    handlers: list[Any] = [(evt.EVT_CONN_OPEN, _nodelay), *association_handlers()]
     assoc = ae.associate(
         host, port, ae_title=called_aet, max_pdu=max_pdu, tls_args=tls_args, evt_handlers=handlers
     )
