@@ -33,7 +33,7 @@ INT_KEYS = ("port", "max_pdu", "max_associations")
 FLOAT_KEYS = ("acse_timeout", "dimse_timeout", "network_timeout", "handshake_timeout")
 BOOL_KEYS = ("mutual_tls",)
 PATH_KEYS = ("ca_certificate", "certificate", "private_key", "database_location", "ae_config")
-STR_KEYS = ("ae_title", "bind_address")
+STR_KEYS = ("ae_title", "bind_address", "retention")
 KNOWN_KEYS = INT_KEYS + FLOAT_KEYS + BOOL_KEYS + PATH_KEYS + STR_KEYS
 IGNORED_SEED_KEYS = ("instance_location", "log_identifier")
 
@@ -70,6 +70,7 @@ class ServeConfig:
     ae_config: Path | None = None
     max_associations: int = 10
     handshake_timeout: float = 10.0
+    retention: str | None = None  # purge final workitems after this (e.g. 30d); None keeps
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def effective_port(self, tls_enabled: bool) -> int:

@@ -521,8 +521,11 @@ class WorklistManager:
         *,
         config: Any = None,
         known_aes: dict[str, Any] | None = None,
+        tls_options: Any = None,
     ) -> None:
         self.settings = settings
+        self.tls_options = tls_options
+        self.ctx: Any = None
         self.ssl_context = ssl_context
         self.config = config
         self.known_aes = known_aes or {}
@@ -558,6 +561,8 @@ class WorklistManager:
             ctx = ServiceContext(
                 store=self.store, ae_title=s.ae_title, config=self.config, known_aes=self.known_aes
             )
+            ctx.extra["tls_options"] = self.tls_options  # UPS event reports over mTLS
+            self.ctx = ctx
             host = s.bind_address if s.bind_address not in ("", "*") else wildcard_address()
             address: tuple[str, int] | tuple[str, int, int, int] = (
                 (host, s.port, 0, 0) if ":" in host else (host, s.port)
@@ -571,6 +576,8 @@ class WorklistManager:
                 max_pending=max(64, 4 * s.max_associations),
             )
         except BaseException:
+            for hook in self.ctx.extra.get("on_stop", ()) if self.ctx is not None else ():
+                hook()
             self.store.close()
             raise
         ae._servers.append(self.server)
@@ -597,6 +604,12 @@ class WorklistManager:
                 log.warning("aborting association with %s", assoc.requestor.ae_title)
                 assoc.abort()
             self.server = None
+        for hook in self.ctx.extra.get("on_stop", ()) if self.ctx is not None else ():
+            try:
+                hook()
+            except Exception as exc:  # pragma: no cover - shutdown must go on
+                log.warning("while stopping: %s", exc)
+        self.ctx = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -709,7 +722,9 @@ def run_serve(
         handshake_timeout=config.handshake_timeout,
         database=config.database_location,
     )
-    manager = WorklistManager(settings, ssl_context, config=config, known_aes=known)
+    manager = WorklistManager(
+        settings, ssl_context, config=config, known_aes=known, tls_options=tls_options
+    )
     try:
         manager.start()
     except StoreError as exc:

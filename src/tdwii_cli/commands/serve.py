@@ -127,6 +127,15 @@ def serve(
             help="Known application entities (ApplicationEntities.json).",
         ),
     ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Purge COMPLETED/CANCELED workitems after this long (e.g. 30d, 12h, 90s) "
+            "unless a subscriber holds a deletion lock; default: keep them.",
+        ),
+    ] = None,
     *,
     log: LogOptions,
     tls: dict[str, Any],
@@ -149,6 +158,7 @@ def serve(
         "handshake_timeout": handshake_timeout,
         "database_location": db,
         "ae_config": ae_config,
+        "retention": retention,
     }
     code = run_serve(command_line, tls, config_file=config, log_options=log)
     raise typer.Exit(code)

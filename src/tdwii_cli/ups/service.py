@@ -147,6 +147,11 @@ def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset |
         return _status(
             ncreate.DUPLICATE_SOP_INSTANCE, "a workitem with this SOP Instance UID exists"
         ), None
+    for hook in ctx.extra.get("after_create", ()):  # e.g. the SCHEDULED State Report
+        try:
+            hook(ds, event)
+        except Exception as exc:  # the workitem is stored: answer Success regardless
+            ctx.log.warning("after N-CREATE of %s: %s", uid, exc)
     ctx.log.info(
         "created workitem %s (patient %s, label %r) for %s",
         uid,
@@ -183,9 +188,17 @@ def _log_handlers(ctx: ServiceContext) -> list[Handler]:
     return list(netlog.association_handlers())
 
 
+def _ups_handlers(ctx: ServiceContext) -> list[Handler]:
+    """C-FIND, N-GET, N-SET, N-ACTION and the event reports (tdwii_cli.ups.handlers)."""
+    from tdwii_cli.ups.handlers import build_ups_handlers
+
+    return build_ups_handlers(ctx)
+
+
 HANDLER_BUILDERS: list[Callable[[ServiceContext], list[Handler]]] = [
     _log_handlers,
     _core_handlers,
+    _ups_handlers,
 ]
 """Each returns `(event, handler)` pairs for one concern; later entries add more services."""
 

@@ -79,6 +79,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX workitems_station_code ON workitems(station_code);
     CREATE INDEX workitems_worklist_label ON workitems(worklist_label);
     """,
+    # 2: UPS subscriptions (tdwii_cli.ups.subscriptions) and the delivery device's usual query
+    """
+    CREATE TABLE subscriptions (
+        ae_title TEXT NOT NULL,
+        target TEXT NOT NULL,
+        deletion_lock INTEGER NOT NULL DEFAULT 0,
+        filter BLOB,
+        suspended INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (ae_title, target)
+    );
+    CREATE INDEX subscriptions_target ON subscriptions(target);
+    CREATE INDEX workitems_station_state_start ON workitems(station_code, state, scheduled_start);
+    """,
 ]
 
 _COLUMNS = "uid, state, transaction_uid, performer_ae, dataset"

@@ -1,0 +1,322 @@
+"""N-EVENT-REPORT delivery to UPS subscribers, off the DIMSE path.
+
+`EventSender.submit(...)` only appends to a queue and returns: the DIMSE answer
+that caused the event is never delayed by a subscriber. One worker thread per
+subscriber AE title takes its queue in order, opens one association (UPS Event
+SOP Class) to the address from `--ae-config`, over mutual TLS when the entry
+says `"mTLS": true` (presenting the server's own node certificate and checking
+the subscriber's against the server's CA), sends every queued report, and
+releases. When the subscriber cannot be reached or aborts, the worker waits
+(back-off doubling from `retry_base` up to `retry_max` seconds) and tries again;
+after `max_attempts` failed tries in a row the queued reports are dropped with a
+warning, so a subscriber that is gone for good costs a bounded amount of memory.
+
+Every delivery, retry and drop is logged on `tdwii.events`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
+UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
+EVENT_NAMES = {
+    1: "State Report",
+    2: "Cancel Requested",
+    3: "Progress Report",
+    4: "SCP Status Change",
+    5: "Assigned",
+}
+
+log = logging.getLogger("tdwii.events")
+
+
+@dataclass
+class EventReport:
+    """One N-EVENT-REPORT waiting for its subscriber."""
+
+    ae_title: str
+    event_type: int
+    uid: str
+    info: Dataset
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def describe(self) -> str:
+        return f"{EVENT_NAMES.get(self.event_type, self.event_type)} for {self.uid}"
+
+
+@dataclass
+class Delivery:
+    """A delivered report, kept in `EventSender.delivered` (most recent last, bounded)."""
+
+    ae_title: str
+    event_type: int
+    uid: str
+    status: int
+    latency: float
+
+
+class _Worker:
+    """One subscriber's queue and thread."""
+
+    def __init__(self, sender: EventSender, ae_title: str) -> None:
+        self.sender = sender
+        self.ae_title = ae_title
+        self.queue: deque[EventReport] = deque()
+        self.cond = threading.Condition()
+        self.failures = 0
+        self.busy = False
+        self.thread = threading.Thread(
+            target=self._run, name=f"tdwii-events-{ae_title}", daemon=True
+        )
+        self.thread.start()
+
+    def put(self, report: EventReport) -> None:
+        with self.cond:
+            if len(self.queue) >= self.sender.max_queue:
+                dropped = self.queue.popleft()
+                log.warning(
+                    "event queue for %s full (%d): dropped %s",
+                    self.ae_title,
+                    self.sender.max_queue,
+                    dropped.describe(),
+                )
+            self.queue.append(report)
+            self.cond.notify()
+
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.queue and not self.busy
+
+    def _run(self) -> None:
+        sender = self.sender
+        while True:
+            with self.cond:
+                while not self.queue and not sender.stopping.is_set():
+                    self.cond.wait(0.5)
+                if not self.queue and sender.stopping.is_set():
+                    return
+                self.busy = True
+            try:
+                ok = self._deliver()
+            except Exception as exc:  # never let the thread die
+                log.exception("event delivery to %s failed: %s", self.ae_title, exc)
+                ok = False
+            with self.cond:
+                self.busy = False
+            if ok:
+                self.failures = 0
+                continue
+            self.failures += 1
+            if self.failures >= sender.max_attempts:
+                with self.cond:
+                    count = len(self.queue)
+                    self.queue.clear()
+                log.warning(
+                    "dropped %d event report(s) for %s after %d failed attempts",
+                    count,
+                    self.ae_title,
+                    self.failures,
+                )
+                self.failures = 0
+                continue
+            delay = min(sender.retry_max, sender.retry_base * 2 ** (self.failures - 1))
+            log.info("retrying event reports to %s in %.1f s", self.ae_title, delay)
+            if sender.stopping.wait(delay) and sender.stop_deadline < time.monotonic():
+                return
+
+    def _deliver(self) -> bool:
+        """Send what is queued over one association; False when it must be retried."""
+        sender = self.sender
+        known = sender.known_aes.get(self.ae_title)
+        if known is None:
+            with self.cond:
+                count = len(self.queue)
+                self.queue.clear()
+            log.warning(
+                "cannot send %d event report(s) to %s: not in the AE configuration",
+                count,
+                self.ae_title,
+            )
+            return True
+        try:
+            assoc = sender.associate(known)
+        except Exception as exc:
+            log.warning(
+                "event reports to %s (%s:%s%s) not delivered: %s",
+                self.ae_title,
+                known.address,
+                known.port,
+                ", mTLS" if known.mtls else "",
+                getattr(exc, "message", None) or str(exc).splitlines()[0],
+            )
+            return False
+        try:
+            while True:
+                with self.cond:
+                    if not self.queue:
+                        return True
+                    report = self.queue[0]
+                status_ds, _ = assoc.send_n_event_report(
+                    report.info, report.event_type, UPS_PUSH, report.uid
+                )
+                if status_ds is None or "Status" not in status_ds:
+                    log.warning(
+                        "%s to %s: no answer (association aborted or timed out)",
+                        report.describe(),
+                        self.ae_title,
+                    )
+                    return False
+                status = int(status_ds.Status)
+                with self.cond:
+                    if self.queue and self.queue[0] is report:
+                        self.queue.popleft()
+                latency = time.monotonic() - report.queued_at
+                sender.record(
+                    Delivery(self.ae_title, report.event_type, report.uid, status, latency)
+                )
+                level = logging.INFO if status == 0 else logging.WARNING
+                log.log(
+                    level,
+                    "sent %s to %s: status 0x%04X (%.0f ms after the change)",
+                    report.describe(),
+                    self.ae_title,
+                    status,
+                    latency * 1000,
+                )
+                if not assoc.is_established:
+                    return not self.queue
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+class EventSender:
+    """Queues N-EVENT-REPORTs per subscriber and delivers them from background threads.
+
+    `known_aes`: AE title -> `serveconfig.KnownAE` (address, port, mTLS).
+    `tls`: the server's own `TlsOptions` (its node certificate, key and CA) used
+    as a client for subscribers marked `"mTLS": true`.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        known_aes: Mapping[str, Any],
+        tls: Any = None,
+        *,
+        connect_timeout: float = 3.0,
+        dimse_timeout: float = 10.0,
+        retry_base: float = 0.5,
+        retry_max: float = 30.0,
+        max_attempts: int = 8,
+        max_queue: int = 100_000,
+    ) -> None:
+        self.ae_title = ae_title
+        self.known_aes = dict(known_aes)
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self.dimse_timeout = dimse_timeout
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.max_attempts = max_attempts
+        self.max_queue = max_queue
+        self.stopping = threading.Event()
+        self.stop_deadline = 0.0
+        self.delivered: deque[Delivery] = deque(maxlen=10_000)
+        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.Lock()
+        self._client_tls: Any = None
+
+    # -- queueing ----------------------------------------------------------------------
+
+    def submit(self, ae_title: str, event_type: int, uid: str, info: Dataset) -> None:
+        """Queue one report for `ae_title` (returns at once)."""
+        if self.stopping.is_set():
+            log.warning("not queuing %s for %s: stopping", EVENT_NAMES.get(event_type), ae_title)
+            return
+        with self._lock:
+            worker = self._workers.get(ae_title)
+            if worker is None:
+                worker = self._workers[ae_title] = _Worker(self, ae_title)
+        worker.put(EventReport(ae_title, event_type, uid, info))
+        log.debug("queued %s for %s to %s", EVENT_NAMES.get(event_type), uid, ae_title)
+
+    def record(self, delivery: Delivery) -> None:
+        self.delivered.append(delivery)
+
+    def pending(self) -> int:
+        """Reports queued or being sent."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return sum(len(w.queue) for w in workers)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queue is empty and no worker is sending; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                workers = list(self._workers.values())
+            if all(w.idle() for w in workers):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Let the workers finish what they can within `timeout` s, then give up."""
+        self.stop_deadline = time.monotonic() + timeout
+        self.wait_idle(timeout)
+        self.stopping.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            with worker.cond:
+                worker.cond.notify_all()
+        left = self.pending()
+        if left:
+            log.warning("%d event report(s) not delivered at shutdown", left)
+
+    # -- associations --------------------------------------------------------------------
+
+    def client_tls(self, mtls: bool) -> Any:
+        """The client `TlsOptions` for one subscriber (plain, or mTLS with our own node cert)."""
+        from tdwii_cli.tlsoptions import TlsOptions
+
+        if not mtls:
+            return TlsOptions(role="client")
+        tls = self.tls
+        if tls is None or tls.cert is None or tls.key is None:
+            from tdwii_cli.errors import TdwiiError
+
+            raise TdwiiError(
+                "the subscriber wants mTLS but this server has no certificate",
+                hint="start tdwii serve with --mtls (or --tls) and a node certificate",
+            )
+        if self._client_tls is None:
+            self._client_tls = replace(tls, role="client", mode="mtls", defaults_used=())
+        return self._client_tls
+
+    def associate(self, known: Any) -> Any:
+        """An established association to subscriber `known` with the UPS Event context."""
+        from tdwii_cli import scu
+
+        return scu.associate(
+            known.address,
+            known.port,
+            tls=self.client_tls(known.mtls),
+            calling_aet=self.ae_title,
+            called_aet=known.ae_title,
+            contexts=(UPS_EVENT,),
+            acse_timeout=self.connect_timeout + 2,
+            dimse_timeout=self.dimse_timeout,
+            network_timeout=self.dimse_timeout,
+            connect_timeout=self.connect_timeout,
+        )
