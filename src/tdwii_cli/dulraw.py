@@ -52,6 +52,10 @@ class Aborted(Exception):
     """A-ABORT from the peer, or the connection closed mid-association."""
 
 
+class AbortPdu(Aborted):
+    """An A-ABORT PDU really received (the peer speaks DICOM to us, over TLS if any)."""
+
+
 def _item(item_type: int, payload: bytes) -> bytes:
     return struct.pack(">BBH", item_type, 0, len(payload)) + payload
 
@@ -187,7 +191,7 @@ def read_command(sock: socket.socket) -> dict[tuple[int, int], bytes]:
         pdu_type, payload = read_pdu(sock)
         if pdu_type == 0x07:
             source = payload[2] if len(payload) > 2 else 0
-            raise Aborted(f"A-ABORT from {_ABORT_SOURCE.get(source, 'the peer')}")
+            raise AbortPdu(f"A-ABORT from {_ABORT_SOURCE.get(source, 'the peer')}")
         if pdu_type != 0x04:
             raise ProtocolError(f"expected P-DATA-TF, got PDU type 0x{pdu_type:02X}")
         pos = 0
@@ -220,7 +224,7 @@ def request_association(sock: socket.socket, calling: str, called: str) -> Accep
     if pdu_type == 0x03:
         raise Rejected(payload[1], payload[2], payload[3])
     if pdu_type == 0x07:
-        raise Aborted("A-ABORT in answer to the association request")
+        raise AbortPdu("A-ABORT in answer to the association request")
     if pdu_type != 0x02:
         raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} after A-ASSOCIATE-RQ")
     return parse_accept(payload)

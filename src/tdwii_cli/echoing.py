@@ -121,6 +121,10 @@ def _one_association(
             if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
                 raise tlsmod.handshake_error(peer, exc, side="client") from None
             raise _refused_after_handshake(peer, mutual) from None
+        except (TimeoutError, dulraw.AbortPdu):
+            # no answer, or an A-ABORT over an established TLS session (so our certificate
+            # was accepted): "did not answer in time" / "association aborted" (62) below
+            raise
         except (dulraw.Aborted, OSError) as exc:
             if ctx is None:
                 # a TLS server reads our A-ASSOCIATE-RQ as a broken ClientHello and hangs up

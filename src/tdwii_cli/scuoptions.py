@@ -24,8 +24,21 @@ class ScuOptions:
     network_timeout: float = 60.0
 
 
+def check_ae_title(value: str) -> str:
+    """An AE title as DICOM allows it (PS3.5 AE: 1-16 ASCII characters, no backslash or control
+    characters, not only spaces); `typer.BadParameter` (exit 2) otherwise."""
+    title = value.strip(" ")
+    if not title:
+        raise typer.BadParameter("an AE title needs at least one character other than space")
+    if len(value) > 16:
+        raise typer.BadParameter(f"{value!r} is longer than 16 characters")
+    if not value.isascii() or "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise typer.BadParameter(f"{value!r}: only printable ASCII without a backslash")
+    return title
+
+
 def _opt(names: tuple[str, ...], help_: str) -> typer.models.OptionInfo:
-    return typer.Option(*names, help=help_, rich_help_panel=PANEL)
+    return typer.Option(*names, help=help_, rich_help_panel=PANEL, callback=check_ae_title)
 
 
 def _timeout(names: tuple[str, ...], help_: str) -> typer.models.OptionInfo:
