@@ -227,7 +227,9 @@ class UpsService:
         if item is None:
             return _status(states.NO_SUCH_UPS, "no such UPS"), None
         ds = item.dataset
-        wanted = list(event.request.AttributeIdentifierList or [])
+        wanted = event.request.AttributeIdentifierList or []
+        if isinstance(wanted, int):  # one attribute: pydicom gives a single tag, not a list
+            wanted = [wanted]
         out = Dataset()
         if SPECIFIC_CHARACTER_SET in ds:
             out.add(ds[SPECIFIC_CHARACTER_SET])
