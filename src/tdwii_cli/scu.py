@@ -131,6 +131,7 @@ def associate(
     )
     if assoc.is_established:
         assoc.dul._run_loop_delay = 0.0002  # pynetdicom naps 1 ms per loop by default
+        keep_responses_for_the_caller(assoc)
         if not assoc.accepted_contexts:
             assoc.release()
             raise TdwiiError(
@@ -177,6 +178,50 @@ def associate(
         if ctx is None
         else "see the server's log",
     )
+
+
+def _is_response(item: Any) -> bool:
+    primitive = item[1] if isinstance(item, tuple) and len(item) == 2 else None
+    return primitive is not None and getattr(primitive, "Status", None) is not None
+
+
+def keep_responses_for_the_caller(assoc: Any) -> None:
+    """Guard against pynetdicom's lost-response race (DESIGN.md section 7).
+
+    `Association.send_*()` pauses the association reactor, sends the request and
+    blocks on the DIMSE queue. The pause is only checked through a flag that the
+    reactor clears *after* it wakes, so right after one exchange the next send may
+    start while the reactor is still waking up; that reactor then polls the queue
+    (`get_msg(block=False)`) and takes the fast peer's response for an unsolicited
+    request, and the caller waits for its DIMSE timeout and aborts. Here the
+    non-blocking poll leaves responses where the waiting caller will find them
+    (a subclass of the association's own DIMSE provider).
+    """
+    dimse = assoc.dimse
+    base = type(dimse)
+    if getattr(base, "_tdwii_guard", False):
+        return
+    guarded = _GUARDED.get(base)
+    if guarded is None:
+
+        class _ResponseKeepingDIMSE(base):  # type: ignore[misc,valid-type]
+            _tdwii_guard = True
+
+            def get_msg(self, block: bool = False) -> Any:
+                if not block:
+                    try:
+                        first = self.msg_queue.queue[0]
+                    except IndexError:
+                        return None, None
+                    if _is_response(first):
+                        return None, None  # the send_*() call blocked on the queue takes it
+                return super().get_msg(block)
+
+        guarded = _GUARDED[base] = _ResponseKeepingDIMSE
+    dimse.__class__ = guarded
+
+
+_GUARDED: dict[type, type] = {}
 
 
 def tls_handshake_error(peer: str, exc: BaseException) -> TdwiiError:
