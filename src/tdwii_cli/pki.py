@@ -101,11 +101,6 @@ def _public_bytes(key: PrivateKey | x509.Certificate) -> bytes:
     )
 
 
-def key_matches(key: PrivateKey, cert: x509.Certificate) -> bool:
-    """True when `key` is the private half of `cert`'s public key."""
-    return _public_bytes(key) == _public_bytes(cert)
-
-
 # --------------------------------------------------------------------------- certificates
 
 
