@@ -294,6 +294,8 @@ class Query:
         params: list[Any] = []
         residual: list[Matcher] = []
         in_sql: list[str] = []
+        state_clause: str | None = None
+        selective = False
         try:
             elements = list(identifier)
         except Exception as exc:  # undecodable identifier
@@ -307,6 +309,12 @@ class Query:
             sql = _sql_condition(elem) if tag in INDEXED else None
             if sql is not None:
                 clause, values, exact = sql
+                if INDEXED[tag][0] == "state":
+                    state_clause = clause
+                elif INDEXED[tag][0] == "station_code" and clause.endswith("= ?"):
+                    pass  # the (station_code, state, scheduled_start) index serves all three
+                elif INDEXED[tag][0] in ("uid", "patient_id", "station_code", "workitem_code"):
+                    selective = True
                 clauses.append(clause)
                 params.extend(values)
                 in_sql.append(elem.keyword or str(tag))
@@ -315,6 +323,11 @@ class Query:
             matcher = _element_matcher(elem)
             if matcher is not None:
                 residual.append(matcher)
+        if selective and state_clause is not None:
+            # Procedure Step State is rarely selective: let SQLite seek on the station /
+            # patient / UID index instead (a unary + keeps it off the state index).
+            i = clauses.index(state_clause)
+            clauses[i] = state_clause.replace("state", "+state", 1)
         where = " AND ".join(clauses) if clauses else "1"
         return cls(identifier, where, params, residual, in_sql)
 
@@ -377,6 +390,9 @@ def _code_condition(elem: DataElement, column: str) -> tuple[str, list[Any], boo
         return None
     if "^" in value or "^" in scheme:
         return None
+    wild = any(c in value + scheme for c in "*?")
+    if value and not wild and not scheme:  # any scheme: an index range on the prefix
+        return f"{column} >= ? AND {column} < ?", [f"{value}^", f"{value}_"], False
     value_glob = _glob_escape(value) if value else "*"
     scheme_glob = _glob_escape(scheme) if scheme else "*"
     if "*" not in value_glob + scheme_glob and "?" not in value_glob + scheme_glob:
