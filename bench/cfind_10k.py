@@ -18,6 +18,7 @@ Prints p50/p90/max in milliseconds and the number of matches.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import ssl
 import statistics
@@ -117,6 +118,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (Linux /proc), 0.0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def over_association(
     work: Path, db: Path, query: Dataset, repeat: int, verbose: bool = False
 ) -> tuple[list[float], int]:
@@ -155,6 +165,7 @@ def over_association(
                 raise RuntimeError(f"tdwii serve did not answer: {proc.poll()}")
             time.sleep(0.3)
         times, matches = [], 0
+        server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
         try:
             for _ in range(repeat):
                 start = time.perf_counter()
@@ -170,6 +181,12 @@ def over_association(
                 matches = found
         finally:
             assoc.release()
+        server_cpu = cpu_seconds(proc.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+        print(
+            f"CPU per C-FIND: server {server_cpu * 1000 / repeat:.1f} ms, "
+            f"pynetdicom client {client_cpu * 1000 / repeat:.1f} ms (2 cores shared)"
+        )
         return times, matches
     finally:
         proc.terminate()
