@@ -31,6 +31,7 @@ UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 GLOBAL = "1.2.840.10008.5.1.4.34.5"
+FILTERED_GLOBAL = "1.2.840.10008.5.1.4.34.5.1"
 NODE = "certs/clients/workitemcreator/workitemcreator"
 CA = "certs/rootCA/rootCA.pem"
 DAY = datetime(2031, 5, 14, 9, 0, 0)
@@ -109,12 +110,14 @@ def ups_env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     workdir = tmp_path_factory.mktemp("ups-e2e")
     shutil.copytree(pki_dir, workdir / "certs")
     watcher = Watcher(workdir)
+    filtered = Watcher(workdir, "FILTERED")
     # DEADSUB: a socket that completes the TCP handshake (backlog) and then never says a word
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
     entities = [
         {"AETitle": "WATCHER", "IPAddr": "127.0.0.1", "Port": watcher.port, "mTLS": True},
+        {"AETitle": "FILTERED", "IPAddr": "127.0.0.1", "Port": filtered.port, "mTLS": True},
         {
             "AETitle": "DEADSUB",
             "IPAddr": "127.0.0.1",
@@ -125,9 +128,10 @@ def ups_env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ]
     (workdir / "ApplicationEntities.json").write_text(json.dumps(entities))
     try:
-        yield {"workdir": workdir, "watcher": watcher}
+        yield {"workdir": workdir, "watcher": watcher, "filtered": filtered}
     finally:
         watcher.stop()
+        filtered.stop()
         silent.close()
 
 
@@ -382,6 +386,40 @@ def test_cancel_scheduled_and_request_cancel_in_progress(
     with associate(ups_server) as assoc:
         assert action(assoc, running, 1, ProcedureStepState="CANCELED", TransactionUID=txn) == 0
     watcher.wait_for(running, 1, "CANCELED")
+
+
+def test_filtered_global_and_unsubscribe(ups_server: TdwiiServer, ups_env: dict[str, Any]) -> None:
+    filtered, watcher = ups_env["filtered"], ups_env["watcher"]
+    with associate(ups_server, "FILTERED") as assoc:
+        keys = Dataset()
+        keys.ReceivingAE = "FILTERED"
+        keys.DeletionLock = "FALSE"
+        keys.ScheduledStationNameCodeSequence = Sequence([code("TB9", "99IHERO2008", "TB9")])
+        status, _ = assoc.send_n_action(keys, 3, UPS_WATCH, FILTERED_GLOBAL)
+        assert status.Status == 0x0000
+        elsewhere = create(assoc, station="TB1", scheduled=DAY)
+        here = create(assoc, station="TB9", scheduled=DAY)
+        filtered.wait_for(here, 1, "SCHEDULED")
+        watcher.wait_for(elsewhere, 1, "SCHEDULED")  # delivered to the global subscriber
+        # the filtered subscriber had its chance: the reports go out in order per AE
+        time.sleep(0.3)
+        assert not [r for r in filtered.reports if r[1] == elsewhere]
+
+        # unsubscribed from one workitem: no more reports for it, others still come
+        assert action(assoc, here, 4, ReceivingAE="FILTERED") == 0
+        assert (
+            action(assoc, here, 1, ProcedureStepState="IN PROGRESS", TransactionUID=generate_uid())
+            == 0
+        )
+        other = create(assoc, station="TB9", scheduled=DAY)
+        filtered.wait_for(other, 1, "SCHEDULED")
+        watcher.wait_for(here, 1, "IN PROGRESS")
+        time.sleep(0.3)
+        assert not [
+            r
+            for r in filtered.reports
+            if r[1] == here and r[0] == 1 and r[2].ProcedureStepState == "IN PROGRESS"
+        ]
 
 
 def test_dead_subscriber_does_not_slow_answers(
