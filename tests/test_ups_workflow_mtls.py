@@ -444,6 +444,48 @@ def test_dead_subscriber_does_not_slow_answers(
     ups_server.wait_log("DEADSUB", timeout=10)
 
 
+def test_retention_purges_final_workitems_without_deletion_lock(ups_env: dict[str, Any]) -> None:
+    """`--retention 1s`: a CANCELED workitem goes, one with a Deletion Lock stays."""
+    server = start_tdwii_server(
+        ups_env["workdir"],
+        "--ae-config",
+        "ApplicationEntities.json",
+        "--retention",
+        "1s",
+        db=ups_env["workdir"] / "retention.sqlite",
+        log_name="ups-retention",
+    )
+    try:
+        with associate(server) as assoc:
+            locked = create(assoc, station="TB4", scheduled=DAY)
+            unlocked = create(assoc, station="TB4", scheduled=DAY)
+            running = create(assoc, station="TB4", scheduled=DAY)
+            assert action(assoc, locked, 3, ReceivingAE="WATCHER", DeletionLock="TRUE") == 0
+            assert action(assoc, locked, 2) == 0
+            assert action(assoc, unlocked, 2) == 0
+            txn = generate_uid()
+            assert (
+                action(assoc, running, 1, ProcedureStepState="IN PROGRESS", TransactionUID=txn) == 0
+            )
+            deadline = time.monotonic() + 8
+            while assoc.send_n_get([0x00741000], UPS_PULL, unlocked)[0].Status != 0xC307:
+                assert time.monotonic() < deadline, "the unlocked CANCELED workitem was not purged"
+                time.sleep(0.2)
+            assert find(assoc, SOPInstanceUID=unlocked) == []
+            status, got = assoc.send_n_get([0x00741000], UPS_PULL, locked)
+            assert status.Status == 0 and got.ProcedureStepState == "CANCELED"
+            status, got = assoc.send_n_get([0x00741000], UPS_PULL, running)
+            assert status.Status == 0 and got.ProcedureStepState == "IN PROGRESS"
+            # the lock goes with the subscription: then the workitem may go too
+            assert action(assoc, locked, 4, ReceivingAE="WATCHER") == 0
+            deadline = time.monotonic() + 8
+            while assoc.send_n_get([0x00741000], UPS_PULL, locked)[0].Status != 0xC307:
+                assert time.monotonic() < deadline, "unlocked workitem was not purged"
+                time.sleep(0.2)
+    finally:
+        server.stop()
+
+
 def test_subscriptions_survive_restart(ups_env: dict[str, Any], ups_server: TdwiiServer) -> None:
     ups_server.stop()
     again = start_tdwii_server(
