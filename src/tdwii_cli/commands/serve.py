@@ -140,7 +140,7 @@ def serve(
     log: LogOptions,
     tls: dict[str, Any],
 ) -> None:
-    """Run the UPS worklist manager: N-CREATE (UPS Push) and C-ECHO, workitems kept in SQLite.
+    """Run the UPS worklist manager (UPS Push, Pull, Watch, Query, Event; C-ECHO) on SQLite.
 
     Stop it with Ctrl-C or SIGTERM: running associations finish, then it exits 0.
     """
