@@ -104,13 +104,16 @@ class Watcher:
 
 
 @pytest.fixture(scope="module")
-def ups_env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def ups_env(
+    pki_dir: Path, other_ca_pki: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """A workdir with certs and an AE configuration naming WATCHER (mTLS, listening),
     DEADSUB (mTLS, nothing listens) and TDD (the delivery device; nothing listens)."""
     workdir = tmp_path_factory.mktemp("ups-e2e")
     shutil.copytree(pki_dir, workdir / "certs")
     watcher = Watcher(workdir)
     filtered = Watcher(workdir, "FILTERED")
+    stranger = Watcher(other_ca_pki.parent, "WRONGCA")  # a certificate from another CA
     # DEADSUB: a socket that completes the TCP handshake (backlog) and then never says a word
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))
@@ -118,6 +121,7 @@ def ups_env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     entities = [
         {"AETitle": "WATCHER", "IPAddr": "127.0.0.1", "Port": watcher.port, "mTLS": True},
         {"AETitle": "FILTERED", "IPAddr": "127.0.0.1", "Port": filtered.port, "mTLS": True},
+        {"AETitle": "WRONGCA", "IPAddr": "127.0.0.1", "Port": stranger.port, "mTLS": True},
         {
             "AETitle": "DEADSUB",
             "IPAddr": "127.0.0.1",
@@ -128,10 +132,11 @@ def ups_env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ]
     (workdir / "ApplicationEntities.json").write_text(json.dumps(entities))
     try:
-        yield {"workdir": workdir, "watcher": watcher, "filtered": filtered}
+        yield {"workdir": workdir, "watcher": watcher, "filtered": filtered, "stranger": stranger}
     finally:
         watcher.stop()
         filtered.stop()
+        stranger.stop()
         silent.close()
 
 
@@ -442,6 +447,24 @@ def test_dead_subscriber_does_not_slow_answers(
     for uid in uids:  # the live watcher still gets its reports
         ups_env["watcher"].wait_for(uid, 1, "IN PROGRESS")
     ups_server.wait_log("DEADSUB", timeout=10)
+
+
+def test_subscriber_with_a_foreign_certificate_gets_nothing(
+    ups_server: TdwiiServer, ups_env: dict[str, Any]
+) -> None:
+    """The server checks the subscriber's certificate against its own CA: no report leaks
+    to a peer from another PKI; the failure is logged and retried in the background."""
+    start = len(ups_server.log_text())
+    assert subscribe_global(ups_server, "WRONGCA") == 0
+    with associate(ups_server) as assoc:
+        began = time.monotonic()
+        uid = create(assoc, station="TB5", scheduled=DAY)
+        assert time.monotonic() - began < 1.0
+    ups_env["watcher"].wait_for(uid, 1, "SCHEDULED")
+    text = ups_server.wait_log("retrying event reports to WRONGCA", start=start, timeout=10)
+    assert "event reports to WRONGCA" in text and "not delivered" in text
+    assert "certificate" in text.lower()
+    assert ups_env["stranger"].reports == []
 
 
 def test_retention_purges_final_workitems_without_deletion_lock(ups_env: dict[str, Any]) -> None:
