@@ -368,6 +368,37 @@ def test_claim_set_get_complete(ups_server: TdwiiServer, ups_env: dict[str, Any]
         ] == ["COMPLETED"]
 
 
+def test_concurrent_claims_one_wins(ups_server: TdwiiServer) -> None:
+    """Two delivery devices claim the same workitems at the same moment: one gets it,
+    the other C302, and the database names the winner's Transaction UID."""
+    from tdwii_cli.ups.store import WorkitemStore
+
+    with associate(ups_server) as assoc:
+        uids = [create(assoc, station="TB6", scheduled=DAY) for _ in range(5)]
+    results: dict[str, list[tuple[int, str]]] = {uid: [] for uid in uids}
+    barrier = threading.Barrier(2)
+
+    def claim(ae_title: str) -> None:
+        with associate(ups_server, ae_title) as mine:
+            for uid in uids:
+                txn = generate_uid()
+                barrier.wait(10)
+                status = action(mine, uid, 1, ProcedureStepState="IN PROGRESS", TransactionUID=txn)
+                results[uid].append((status, txn))
+
+    threads = [threading.Thread(target=claim, args=(ae,)) for ae in ("TDD", "TDD2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    with WorkitemStore(ups_server.db) as store:
+        for uid, outcome in results.items():
+            assert sorted(status for status, _ in outcome) == [0x0000, 0xC302], outcome
+            winner = next(txn for status, txn in outcome if status == 0)
+            item = store.get(uid)
+            assert item is not None and item.transaction_uid == winner
+
+
 def test_cancel_scheduled_and_request_cancel_in_progress(
     ups_server: TdwiiServer, ups_env: dict[str, Any]
 ) -> None:
