@@ -213,6 +213,13 @@ def main() -> None:
         figures("SQL only (compile+select+respond)", *sql_only(db, query, args.repeat))
         times, matches = over_association(work, db, query, args.repeat, args.v)
         figures("C-FIND over mTLS (tdwii serve)", times, matches)
+        # the same query for a machine with no workitems: the fixed cost, no responses
+        empty = tdd_query(START + timedelta(days=4), "TB99")
+        none_times, none_matches = over_association(work, db, empty, args.repeat)
+        figures("C-FIND over mTLS, no match", none_times, none_matches)
+        if matches:
+            each = (statistics.median(times) - statistics.median(none_times)) / matches
+            print(f"per pending response: {each * 1000:.2f} ms (server + client, one association)")
         if args.v:
             lines = (work / "serve.log").read_text().splitlines()
             print("\n".join([line for line in lines if "C-FIND" in line][-6:]))
