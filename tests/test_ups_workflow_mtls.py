@@ -57,7 +57,7 @@ def _server_context(workdir: Path) -> ssl.SSLContext:
 class Watcher:
     """A pynetdicom UPS Event SCP on a loopback port that only speaks mutual TLS."""
 
-    def __init__(self, workdir: Path, ae_title: str = "WATCHER") -> None:
+    def __init__(self, workdir: Path, ae_title: str = "WATCHER", tls: bool = True) -> None:
         self.reports: list[tuple[int, str, Dataset]] = []
         self.peer_certs: list[Any] = []
         self.cond = threading.Condition()
@@ -69,14 +69,15 @@ class Watcher:
         self.server = self.ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
-            ssl_context=_server_context(workdir),
+            ssl_context=_server_context(workdir) if tls else None,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)],
         )
 
     def _on_report(self, event: Any) -> tuple[int, None]:
         req = event.request
         info = event.event_information
-        self.peer_certs.append(event.assoc.dul.socket.socket.getpeercert())
+        sock = event.assoc.dul.socket.socket
+        self.peer_certs.append(sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None)
         with self.cond:
             self.reports.append((int(req.EventTypeID), str(req.AffectedSOPInstanceUID), info))
             self.cond.notify_all()
@@ -114,6 +115,7 @@ def ups_env(
     watcher = Watcher(workdir)
     filtered = Watcher(workdir, "FILTERED")
     stranger = Watcher(other_ca_pki.parent, "WRONGCA")  # a certificate from another CA
+    plain = Watcher(workdir, "PLAIN", tls=False)  # "mTLS": false in the AE configuration
     # DEADSUB: a socket that completes the TCP handshake (backlog) and then never says a word
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))
@@ -122,6 +124,7 @@ def ups_env(
         {"AETitle": "WATCHER", "IPAddr": "127.0.0.1", "Port": watcher.port, "mTLS": True},
         {"AETitle": "FILTERED", "IPAddr": "127.0.0.1", "Port": filtered.port, "mTLS": True},
         {"AETitle": "WRONGCA", "IPAddr": "127.0.0.1", "Port": stranger.port, "mTLS": True},
+        {"AETitle": "PLAIN", "IPAddr": "127.0.0.1", "Port": plain.port},
         {
             "AETitle": "DEADSUB",
             "IPAddr": "127.0.0.1",
@@ -132,8 +135,15 @@ def ups_env(
     ]
     (workdir / "ApplicationEntities.json").write_text(json.dumps(entities))
     try:
-        yield {"workdir": workdir, "watcher": watcher, "filtered": filtered, "stranger": stranger}
+        yield {
+            "workdir": workdir,
+            "watcher": watcher,
+            "filtered": filtered,
+            "stranger": stranger,
+            "plain": plain,
+        }
     finally:
+        plain.stop()
         watcher.stop()
         filtered.stop()
         stranger.stop()
@@ -496,6 +506,16 @@ def test_subscriber_with_a_foreign_certificate_gets_nothing(
     assert "event reports to WRONGCA" in text and "not delivered" in text
     assert "certificate" in text.lower()
     assert ups_env["stranger"].reports == []
+
+
+def test_subscriber_without_mtls_in_the_ae_configuration_gets_plain_dicom(
+    ups_server: TdwiiServer, ups_env: dict[str, Any]
+) -> None:
+    assert subscribe_global(ups_server, "PLAIN") == 0
+    with associate(ups_server) as assoc:
+        uid = create(assoc, station="TB5", scheduled=DAY)
+    ups_env["plain"].wait_for(uid, 1, "SCHEDULED")
+    assert ups_env["plain"].peer_certs[-1] is None  # not TLS
 
 
 def test_retention_purges_final_workitems_without_deletion_lock(ups_env: dict[str, Any]) -> None:
