@@ -8,7 +8,7 @@ Other test modules append their own fixtures below; keep this part generic.
 - `pki_dir` (session): a folder where `init_pki` ran (EC P-256). Treat it as read-only;
   tests that revoke or reissue make their own PKI in `tmp_path`.
 - `other_ca_pki` (session): a second, independent PKI ("untrusted CA" tests).
-- `free_port()`: an unused TCP port on 127.0.0.1.
+- `free_port()`: an unused TCP port on 127.0.0.1; `wait_port(port, proc)`: until it listens.
 """
 
 from __future__ import annotations
@@ -61,6 +61,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: object, timeout: float = 15.0, what: str = "peer") -> None:
+    """Return once 127.0.0.1:`port` accepts; fail if `proc` exits first or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:  # type: ignore[attr-defined]
+            raise AssertionError(f"{what} exited early with {proc.returncode}")  # type: ignore[attr-defined]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{what} did not listen on {port} within {timeout:g} s")
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from conftest import free_port
+from conftest import TdwiiServer, free_port, start_tdwii_server
 from tdwii_cli.workitem import build_workitem, write_part10
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,29 +38,6 @@ CLIENT_TLS = [
 ]
 
 
-class Server:
-    """A running `tdwii serve --mtls` and where to find it."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, db: Path, log: Path) -> None:
-        self.proc = proc
-        self.port = port
-        self.db = db
-        self.log = log
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"tdwii serve did not listen on {port} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def workdir(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder laid out like the seed's: certs/ (from `tdwii pki init`) and ups_instances/."""
@@ -72,32 +48,13 @@ def workdir(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Server]:
-    import tdwii_cli.commands.serve as serve_command
-
-    if "is not built yet" in Path(serve_command.__file__).read_text():
-        pytest.skip("`tdwii serve` is not built yet (issue 4)")
-    port = free_port()
-    db = workdir / "tdwii.sqlite"
-    log = workdir / "serve.log"
-    cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1", "--db", str(db)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+def server(workdir: Path) -> Iterator[TdwiiServer]:
+    """`tdwii serve --mtls` in `workdir` (the pki layout's defaults, no certificate flags)."""
+    srv = start_tdwii_server(workdir)
     try:
-        _wait_port(port, proc)
-        if proc.poll() is not None:
-            text = log.read_text(errors="replace")
-            if "not built yet" in text:
-                pytest.skip("`tdwii serve` is not built yet (issue 4)")
-            raise AssertionError(f"tdwii serve exited {proc.returncode}: {text[-2000:]}")
-        yield Server(proc, port, db, log)
+        yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        srv.stop()
 
 
 class Relay:
@@ -143,7 +100,7 @@ class Relay:
 
 
 @pytest.fixture
-def relay(server: Server) -> Iterator[Relay]:
+def relay(server: TdwiiServer) -> Iterator[Relay]:
     r = Relay(server.port)
     try:
         yield r
@@ -180,7 +137,7 @@ def _workitems(folder: Path, n: int, prefix: str = "w") -> list[Path]:
     return paths
 
 
-def _stored(server: Server, uid: str) -> pydicom.Dataset:
+def _stored(server: TdwiiServer, uid: str) -> pydicom.Dataset:
     from tdwii_cli.ups.store import WorkitemStore  # written by issue 4
 
     store = WorkitemStore(server.db)
@@ -194,7 +151,7 @@ def _stored(server: Server, uid: str) -> pydicom.Dataset:
             close()
 
 
-def test_seed_command_line_then_duplicate(server: Server, workdir: Path) -> None:
+def test_seed_command_line_then_duplicate(server: TdwiiServer, workdir: Path) -> None:
     args = [*CLIENT_TLS, "localhost", str(server.port), f"./ups_instances/{SAMPLE}", "--debug"]
     first = run(workdir, *args)
     assert first.returncode == 0, first.stderr
@@ -209,7 +166,9 @@ def test_seed_command_line_then_duplicate(server: Server, workdir: Path) -> None
     assert "Duplicat" in again.stdout  # "Duplicate SOP Instance" in words
 
 
-def test_folder_of_20_over_one_association(server: Server, relay: Relay, tmp_path: Path) -> None:
+def test_folder_of_20_over_one_association(
+    server: TdwiiServer, relay: Relay, tmp_path: Path
+) -> None:
     paths = _workitems(tmp_path / "batch", 20)
     result = run(
         tmp_path,
@@ -232,7 +191,7 @@ def test_folder_of_20_over_one_association(server: Server, relay: Relay, tmp_pat
     assert all(r["status"] == "0x0000" for r in doc["results"])
 
 
-def test_batch_size_reconnects(server: Server, relay: Relay, tmp_path: Path) -> None:
+def test_batch_size_reconnects(server: TdwiiServer, relay: Relay, tmp_path: Path) -> None:
     _workitems(tmp_path / "batch", 5, prefix="b")
     result = run(
         tmp_path,
@@ -252,17 +211,17 @@ def test_batch_size_reconnects(server: Server, relay: Relay, tmp_path: Path) -> 
     assert relay.connections == 3
 
 
-def server_ca(server: Server) -> Path:
+def server_ca(server: TdwiiServer) -> Path:
     return server.db.parent / "certs" / "rootCA" / "rootCA.pem"
 
 
-def client_files(server: Server) -> list[str]:
+def client_files(server: TdwiiServer) -> list[str]:
     node = server.db.parent / "certs" / "clients" / "workitemcreator" / "workitemcreator"
     return ["--cert", f"{node}.pem", "--key", f"{node}.key"]
 
 
 def test_non_dicom_file_is_reported_and_skipped(
-    server: Server, workdir: Path, tmp_path: Path
+    server: TdwiiServer, workdir: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "mixed"
     _workitems(folder, 1, prefix="nd")
@@ -277,7 +236,7 @@ def test_non_dicom_file_is_reported_and_skipped(
     assert "notes.txt: skipped" in only.stderr
 
 
-def test_completed_state(server: Server, relay: Relay, workdir: Path, tmp_path: Path) -> None:
+def test_completed_state(server: TdwiiServer, relay: Relay, workdir: Path, tmp_path: Path) -> None:
     (path,) = _workitems(tmp_path / "c", 1, prefix="done")
     ds = pydicom.dcmread(path)
     ds.ProcedureStepState = "COMPLETED"
@@ -292,7 +251,7 @@ def test_completed_state(server: Server, relay: Relay, workdir: Path, tmp_path: 
     assert "0xC309" in remote.stdout
 
 
-def test_missing_type1_attribute(server: Server, workdir: Path, tmp_path: Path) -> None:
+def test_missing_type1_attribute(server: TdwiiServer, workdir: Path, tmp_path: Path) -> None:
     (path,) = _workitems(tmp_path / "m", 1, prefix="miss")
     ds = pydicom.dcmread(path)
     del ds.ProcedureStepLabel
@@ -306,7 +265,7 @@ def test_missing_type1_attribute(server: Server, workdir: Path, tmp_path: Path) 
     assert "0x0120" in remote.stdout
 
 
-def test_option_mode_reads_back_equal(server: Server, workdir: Path, tmp_path: Path) -> None:
+def test_option_mode_reads_back_equal(server: TdwiiServer, workdir: Path, tmp_path: Path) -> None:
     options = [
         "--patient-id", "OPT-1", "--patient-name", "Option^Mode", "--label", "Pelvis Fx 4",
         "--worklist-label", "TrueBeam1 afternoon", "--scheduled", "2025-03-11T14:30",
@@ -345,7 +304,9 @@ def test_option_mode_reads_back_equal(server: Server, workdir: Path, tmp_path: P
     assert {t: got.get(t) for t in expected} == expected
 
 
-def test_unreachable_and_tls_failures(workdir: Path, server: Server, other_ca_pki: Path) -> None:
+def test_unreachable_and_tls_failures(
+    workdir: Path, server: TdwiiServer, other_ca_pki: Path
+) -> None:
     sample = f"./ups_instances/{SAMPLE}"
     closed = run(workdir, *CLIENT_TLS, "localhost", str(free_port()), sample, "--new-uid")
     assert closed.returncode == 60, closed.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, require_tool
+from conftest import free_port, require_tool, wait_port
 from tdwii_cli import pki
 
 CA = "rootCA/rootCA.pem"
@@ -59,19 +59,6 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"peer exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("peer did not start listening")
-
-
 def storescp(root: Path | None, *extra: str, node: str = SRV) -> tuple[subprocess.Popen, int]:
     """DCMTK storescp (with +tls when `root` is given), TCP_NODELAY=1, on a free port."""
     exe = require_tool("storescp")
@@ -87,7 +74,7 @@ def storescp(root: Path | None, *extra: str, node: str = SRV) -> tuple[subproces
         env={**os.environ, "TCP_NODELAY": "1"},
     )
     try:
-        _wait_port(port, proc)
+        wait_port(port, proc)
     except BaseException:
         proc.kill()
         proc.wait()

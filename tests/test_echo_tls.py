@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import free_port, require_tool
+from conftest import free_port, require_tool, wait_port
 from tdwii_cli import pki
 from tdwii_cli.tls import build_client_context, build_server_context, describe_handshake_error
 from tdwii_cli.tlsoptions import TlsOptions
@@ -55,19 +55,6 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, proc.stderr
     return errors[0]
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"peer exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("peer did not start listening")
 
 
 def start(cmd: list[str], port: int, **kw: object) -> subprocess.Popen[bytes]:

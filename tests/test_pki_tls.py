@@ -6,13 +6,12 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, require_tool
+from conftest import free_port, require_tool, wait_port
 from tdwii_cli import pki
 
 SERVER = "servers/worklistmanager/worklistmanager"
@@ -163,19 +162,6 @@ def test_revoked_client_is_refused_with_the_crl(tmp_path: Path) -> None:
     assert result.error is not None and "revoked" in result.error.lower()
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"storescp exited early: {proc.communicate()[1]!r}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("storescp did not listen")
-
-
 @pytest.mark.parametrize("profile", [[], ["+pz"]], ids=["default-profile", "bcp195-ex-tls12"])
 def test_dcmtk_echo_with_issued_certificates(pki_dir: Path, profile: list[str]) -> None:
     """DCMTK storescp (server cert) and echoscu (client cert) accept the issued PKI."""
@@ -201,7 +187,7 @@ def test_dcmtk_echo_with_issued_certificates(pki_dir: Path, profile: list[str]) 
         text=True,
     )
     try:
-        _wait_port(port, server)
+        wait_port(port, server, what="storescp")
         proc = subprocess.run(
             [
                 echoscu,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_tool, wait_port
 from tdwii_cli import pki, tls
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.tlsoptions import TlsOptions
@@ -459,24 +459,11 @@ def tls11_server(pki_dir: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, proc)
+        wait_port(port, proc)
         yield port
     finally:
         proc.kill()
         proc.wait()
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"peer exited {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("peer did not listen")
 
 
 def test_client_refuses_a_tls11_server(tls11_server: int, pki_dir: Path) -> None:
