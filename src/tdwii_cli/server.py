@@ -314,28 +314,6 @@ class _RequestHandler(RequestHandler):
         return assoc
 
 
-def _plain_handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
-    ident = identity_of(sock, peer)
-    log.info("%s: TLS %s %s, peer %s", peer, ident.tls_version, ident.cipher, ident.subject_cn)
-
-
-def _plain_handshake_failed(peer: str, exc: BaseException, side: str) -> None:
-    log.warning("%s: TLS handshake failed: %s", peer, exc)
-
-
-def _plain_nodelay(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _default_hooks() -> tuple[HandshakeOk, HandshakeFailed, Callable[[socket.socket], None]]:
-    """The shared log's handshake lines and `tls.set_nodelay` (plain stand-ins without them)."""
-    try:
-        from tdwii_cli import netlog, tls
-    except ImportError:  # the shared log is not installed: keep serving, log plainly
-        return _plain_handshake_ok, _plain_handshake_failed, _plain_nodelay
-    return netlog.log_handshake_ok, netlog.log_handshake_failed, tls.set_nodelay
-
-
 class AssociationServer(ThreadedAssociationServer):
     """A pynetdicom association server with safe TLS handshakes (see the module docstring).
 
@@ -363,14 +341,11 @@ class AssociationServer(ThreadedAssociationServer):
         set_nodelay: Callable[[socket.socket], None] | None = None,
         event_driven: bool = True,
     ) -> None:
-        if on_handshake_ok is None or on_handshake_failed is None or set_nodelay is None:
-            ok, failed, nodelay = _default_hooks()
-            on_handshake_ok = on_handshake_ok or ok
-            on_handshake_failed = on_handshake_failed or failed
-            set_nodelay = set_nodelay or nodelay
-        self.on_handshake_ok = on_handshake_ok
-        self.on_handshake_failed = on_handshake_failed
-        self.set_nodelay = set_nodelay
+        from tdwii_cli import netlog, tls
+
+        self.on_handshake_ok = on_handshake_ok or netlog.log_handshake_ok
+        self.on_handshake_failed = on_handshake_failed or netlog.log_handshake_failed
+        self.set_nodelay = set_nodelay or tls.set_nodelay
         self.tls_context = ssl_context
         self.event_driven = event_driven
         self.handshake_timeout = handshake_timeout

@@ -181,10 +181,8 @@ def _core_handlers(ctx: ServiceContext) -> list[Handler]:
 
 def _log_handlers(ctx: ServiceContext) -> list[Handler]:
     """The shared log's association and DIMSE lines (tdwii_cli.netlog)."""
-    try:
-        from tdwii_cli import netlog
-    except ImportError:  # pragma: no cover - only while netlog is not there
-        return []
+    from tdwii_cli import netlog
+
     return list(netlog.association_handlers())
 
 
