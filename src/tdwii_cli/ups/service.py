@@ -26,6 +26,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
+from pynetdicom.dsutils import decode
 
 from tdwii_cli.ups import ncreate
 from tdwii_cli.ups.store import DuplicateWorkitem, WorkitemStore
@@ -103,6 +104,22 @@ def _peer(event: Any) -> str:
         return "?"
 
 
+def _pristine(event: Any) -> Dataset | None:
+    """The request's attribute list decoded afresh (None if that fails).
+
+    The check converted the values it read; a dataset whose values are still
+    the received bytes is written to the store about three times faster.
+    """
+    try:
+        syntax = event.context.transfer_syntax
+        stream = event.request.AttributeList
+        return decode(
+            stream, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+    except Exception:  # the checked copy is used instead
+        return None
+
+
 def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset | None]:
     """EVT_N_CREATE: create a UPS (status dataset, attribute list to return)."""
     req = event.request
@@ -135,6 +152,7 @@ def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset |
         )
         return _status(first.status, first.message), None
 
+    ds = _pristine(event) or ds
     ncreate.complete_type2(ds)
     if "TransactionUID" in ds:  # present but empty: never stored in the dataset
         del ds.TransactionUID

@@ -301,8 +301,8 @@ class WorkitemStore:
         if not uid:
             raise StoreError("workitem without SOP Instance UID")
         state = _text(ds, "ProcedureStepState") or "SCHEDULED"
+        blob = encode_dataset(ds)  # first: values not yet decoded are written as they are
         columns = _index_columns(ds)
-        blob = encode_dataset(ds)
         now = _now()
         with self.transaction() as conn:
             try:
