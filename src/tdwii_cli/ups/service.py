@@ -113,9 +113,7 @@ def _pristine(event: Any) -> Dataset | None:
     try:
         syntax = event.context.transfer_syntax
         stream = event.request.AttributeList
-        return decode(
-            stream, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-        )
+        return decode(stream, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
     except Exception:  # the checked copy is used instead
         return None
 
