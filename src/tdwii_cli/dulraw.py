@@ -217,9 +217,15 @@ def echo_status(command: dict[tuple[int, int], bytes]) -> int:
     return struct.unpack("<H", status[:2])[0]
 
 
-def request_association(sock: socket.socket, calling: str, called: str) -> Accepted:
-    """Send A-ASSOCIATE-RQ for Verification; the AC, or `Rejected`/`Aborted`/`ProtocolError`."""
-    sock.sendall(associate_rq(calling, called))
+def request_association(
+    sock: socket.socket,
+    calling: str,
+    called: str,
+    abstract: str = VERIFICATION,
+    transfer_syntaxes: tuple[str, ...] = TRANSFER_SYNTAXES,
+) -> Accepted:
+    """Send A-ASSOCIATE-RQ for `abstract`; the AC, or `Rejected`/`Aborted`/`ProtocolError`."""
+    sock.sendall(associate_rq(calling, called, abstract, transfer_syntaxes))
     pdu_type, payload = read_pdu(sock)
     if pdu_type == 0x03:
         raise Rejected(payload[1], payload[2], payload[3])
