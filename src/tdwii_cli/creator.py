@@ -17,18 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 
 from tdwii_cli import exitcodes
-from tdwii_cli.dicomfiles import NotDicomError, iter_paths, read_dataset
+from tdwii_cli.dicomfiles import NotDicomError, dataset_bytes, iter_paths, read_file
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.scuoptions import ScuOptions
 from tdwii_cli.ups.ncreate import UPS_PUSH_SOP_CLASS, Problem, check_ncreate
 
 if TYPE_CHECKING:
+    from tdwii_cli.rawassoc import RawAssociation
     from tdwii_cli.tlsoptions import TlsOptions
 
 log = logging.getLogger("tdwii.create")
+
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 
 # Outcome kinds
 READY = "ready"  # checked, not sent yet
@@ -52,6 +58,9 @@ class Outcome:
     detail: str = ""
     problems: list[Problem] = field(default_factory=list)
     seconds: float | None = None
+    # The data set as the file encodes it, sent unchanged when the peer accepts its syntax.
+    encoded: bytes | None = field(default=None, repr=False)
+    encoded_syntax: str = ""
 
     @property
     def sop_instance_uid(self) -> str:
@@ -110,18 +119,16 @@ def prepare(
     outcomes = []
     for path in iter_paths(paths):
         try:
-            ds = read_dataset(path)
+            ds, data = read_file(path)
         except NotDicomError as exc:
             outcomes.append(Outcome(source=str(path), kind=NOT_DICOM, detail=str(exc)))
             continue
         (outcome,) = prepare_datasets([(str(path), ds)], new_uid=new_uid, check=check)
-        if outcome.kind == READY and check:
-            # The check decoded the values it looked at, and a decoded dataset costs ~5x
-            # more to encode again. Send a pristine copy instead: its elements are
-            # still the file's bytes, written out unchanged in Explicit VR Little Endian.
-            fresh = read_dataset(path)
-            fresh.SOPInstanceUID = ds.SOPInstanceUID
-            outcome.dataset = fresh
+        if outcome.kind == READY and not new_uid:
+            # Sent as the file has it when the peer accepts its transfer syntax: no encoding,
+            # and not the ~1 ms it costs pydicom to re-encode values the check decoded.
+            outcome.encoded = dataset_bytes(data)
+            outcome.encoded_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
         outcomes.append(outcome)
     return outcomes
 
@@ -133,60 +140,53 @@ def status_words(status: int) -> str:
     return status_text(status)
 
 
-def _associate(peer: Peer) -> Any:
-    """An established association with the UPS Push context (TLS, NODELAY, logging)."""
-    from tdwii_cli import scu
-
-    return scu.associate(
-        peer.host,
-        peer.port,
-        tls=peer.tls,
-        calling_aet=peer.net.calling_aet,
-        called_aet=peer.net.called_aet,
-        contexts=[UPS_PUSH_SOP_CLASS],
-        acse_timeout=peer.net.acse_timeout,
-        dimse_timeout=peer.net.dimse_timeout,
-        network_timeout=peer.net.network_timeout,
-        connect_timeout=peer.net.connect_timeout,
-    )
-
-
 def send(
     outcomes: list[Outcome],
     peer: Peer,
     *,
     batch_size: int = 0,
     on_done: Callable[[Outcome], None] | None = None,
-    associate: Callable[[Peer], Any] = _associate,
 ) -> int:
     """N-CREATE every READY outcome; return the number of associations used.
 
     All go over one association unless `batch_size` > 0 (then a new one every
-    `batch_size` workitems). A failure to associate raises `TdwiiError` (scu's
-    exit codes) when nothing was created yet; otherwise the remaining outcomes
-    are marked NOT_SENT and the error is re-raised for the caller to report
-    after rendering the table (see `SendInterrupted`).
+    `batch_size` workitems). A failure to associate raises `TdwiiError` (the
+    raw client's exit codes) when nothing was created yet; otherwise the
+    remaining outcomes are marked NOT_SENT and the error is re-raised for the
+    caller to report after rendering the table (see `SendInterrupted`).
     """
+    from tdwii_cli import rawassoc
+
     ready = [o for o in outcomes if o.kind == READY]
     if not ready:
         return 0
+    ctx = None
+    if peer.tls.enabled:
+        from tdwii_cli import tls as tlsmod
+
+        ctx = tlsmod.build_client_context(peer.tls)
     size = batch_size if batch_size > 0 else len(ready)
     associations = 0
     index = 0
     try:
         while index < len(ready):
             batch = ready[index : index + size]
-            assoc = associate(peer)
-            associations += 1
-            try:
-                for outcome in batch:
-                    _create_one(assoc, outcome)
+            with rawassoc.open_association(
+                peer.host,
+                peer.port,
+                ctx,
+                peer.net,
+                abstract=UPS_PUSH_SOP_CLASS,
+                transfer_syntaxes=(EXPLICIT_VR_LE, IMPLICIT_VR_LE),
+                separate=True,  # we choose: Explicit VR LE, as the files usually have it
+                mutual=peer.tls.mutual,
+            ) as assoc:
+                associations += 1
+                for message_id, outcome in enumerate(batch, start=1):
+                    _create_one(assoc, outcome, message_id)
                     index += 1
                     if on_done:
                         on_done(outcome)
-            finally:
-                if assoc.is_established:
-                    assoc.release()
     except TdwiiError as exc:
         for outcome in ready[index:]:
             outcome.kind = NOT_SENT
@@ -203,27 +203,53 @@ class SendInterrupted(TdwiiError):
         self.associations = associations
 
 
-def _create_one(assoc: Any, outcome: Outcome) -> None:
+def encode(ds: Dataset, transfer_syntax: str) -> bytes:
+    """`ds` encoded in `transfer_syntax` (Explicit or Implicit VR Little Endian)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = transfer_syntax == IMPLICIT_VR_LE
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _payload(outcome: Outcome, transfer_syntax: str) -> bytes:
+    if outcome.encoded is not None and outcome.encoded_syntax == transfer_syntax:
+        return outcome.encoded
+    assert outcome.dataset is not None
+    return encode(outcome.dataset, transfer_syntax)
+
+
+def _create_one(assoc: RawAssociation, outcome: Outcome, message_id: int) -> None:
+    """One N-CREATE-RQ/RSP exchange; the outcome records the status."""
+    from tdwii_cli import dulraw
+
     ds = outcome.dataset
     assert ds is not None
     uid = str(ds.get("SOPInstanceUID", "") or "") or None
+    message_id = (message_id - 1) % 0xFFFF + 1
     started = time.perf_counter()
-    status, _attrs = assoc.send_n_create(ds, UPS_PUSH_SOP_CLASS, uid)
+    assoc.sock.sendall(
+        dulraw.p_data(
+            assoc.context_id,
+            dulraw.n_create_rq(message_id, UPS_PUSH_SOP_CLASS, uid),
+            _payload(outcome, assoc.transfer_syntax),
+            assoc.max_pdu,
+        )
+    )
+    command, _attributes = dulraw.read_message(assoc.sock)
     outcome.seconds = time.perf_counter() - started
-    if status is None or "Status" not in status:
-        # No response: the association was aborted or the DIMSE timeout expired.
-        reason = "no N-CREATE response (association aborted or DIMSE timeout)"
-        if assoc.is_established:
-            assoc.abort()
-        raise TdwiiError(reason, exitcodes.ASSOC_ABORTED, hint="see the log (-v) for the cause")
-    code = int(status.Status)
+    rsp = dulraw.parse_response(command, dulraw.N_CREATE_RSP)
+    if rsp.responding_to != message_id:
+        raise dulraw.ProtocolError(
+            f"N-CREATE-RSP answers message {rsp.responding_to}, not {message_id}"
+        )
+    code = rsp.status
     outcome.status = code
     outcome.detail = status_words(code)
-    comment = status.get("ErrorComment")
-    if comment:
-        outcome.detail += f" ({comment})"
-    if "AffectedSOPInstanceUID" in status and not uid:
-        ds.SOPInstanceUID = status.AffectedSOPInstanceUID
+    if rsp.error_comment:
+        outcome.detail += f" ({rsp.error_comment})"
+    if rsp.affected_sop_instance and not uid:
+        ds.SOPInstanceUID = rsp.affected_sop_instance
     # 0000 success; 0001/Bxxx warnings still created the instance (B300: with modifications)
     outcome.kind = CREATED if code == 0 or code == 0x0001 or (code >> 12) == 0xB else FAILED
     log.info(

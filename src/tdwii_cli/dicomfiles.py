@@ -10,8 +10,10 @@ what was skipped, so a command can report the skipped files one line each.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -70,10 +72,18 @@ def read_dataset(path: Path | str) -> Dataset:
 
     Raises `NotDicomError` (with a short reason) for anything else.
     """
+    return read_file(path)[0]
+
+
+def read_file(path: Path | str) -> tuple[Dataset, bytes]:
+    """`read_dataset`, and the file's bytes (read once); see `dataset_bytes`."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
+            part10 = head[128:132] == b"DICM"
+            looks_dicom = part10 or _looks_like_raw_dataset(head)
+            data = head + fh.read() if looks_dicom else head  # a big non-DICOM file stays unread
     except FileNotFoundError:
         raise NotDicomError("no such file") from None
     except IsADirectoryError:
@@ -82,13 +92,12 @@ def read_dataset(path: Path | str) -> Dataset:
         raise NotDicomError(exc.strerror or str(exc)) from None
     if not head:
         raise NotDicomError("empty file")
-    part10 = head[128:132] == b"DICM"
-    if not part10 and not _looks_like_raw_dataset(head):
+    if not looks_dicom:
         raise NotDicomError("not a DICOM file (no DICM preamble)")
     try:
         # Values stay raw until used: a Part 10 file in Explicit VR Little Endian is then
         # sent without decoding and re-encoding every element.
-        ds = dcmread(path, force=not part10)
+        ds = dcmread(BytesIO(data), force=not part10)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
         raise NotDicomError(f"unreadable DICOM: {exc}") from None
     except Exception as exc:  # pydicom raises assorted errors on garbage
@@ -97,7 +106,21 @@ def read_dataset(path: Path | str) -> Dataset:
         raise NotDicomError("unreadable DICOM: no Transfer Syntax UID in the file meta")
     if len(ds) == 0:
         raise NotDicomError("no data elements")
-    return ds
+    return ds, data
+
+
+def dataset_bytes(data: bytes) -> bytes | None:
+    """The data set of Part 10 file `data` as it is encoded there (after the file meta).
+
+    None when the file meta has no File Meta Information Group Length to find its end.
+    """
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    (length,) = struct.unpack("<L", data[140:144])
+    end = 144 + length
+    if end > len(data) or data[end : end + 2] == b"\x02\x00":  # still group 0002: wrong length
+        return None
+    return data[end:]
 
 
 def load_datasets(paths: Iterable[Path | str]) -> tuple[list[Loaded], list[Skipped]]:

@@ -1,9 +1,11 @@
-"""A minimal DICOM upper layer client for Verification, directly on sockets.
+"""A minimal DICOM upper layer client, directly on sockets: the PDUs and DIMSE commands.
 
-`tdwii echo` uses it instead of pynetdicom: no pydicom/pynetdicom import, no
-polling threads, one process in about the time of DCMTK's echoscu. It speaks
-exactly A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF (C-ECHO), A-RELEASE-RQ/RP and A-ABORT
-(PS3.8 section 9.3), and the benchmark's load generator uses it too.
+`tdwii echo` and `tdwii create-workitem` use it (through `rawassoc`) instead of
+pynetdicom: no pydicom/pynetdicom import for echo, no polling threads, one
+request in the peer's time plus microseconds. It speaks A-ASSOCIATE-RQ/AC/RJ
+for one presentation context, P-DATA-TF (fragmented to the peer's maximum PDU
+length), A-RELEASE-RQ/RP and A-ABORT (PS3.8 section 9.3), with the C-ECHO and
+N-CREATE commands (PS3.7); the benchmark's load generator uses it too.
 """
 
 from __future__ import annotations
@@ -73,10 +75,20 @@ def associate_rq(
     called: str,
     abstract: str = VERIFICATION,
     transfer_syntaxes: tuple[str, ...] = TRANSFER_SYNTAXES,
+    separate: bool = False,
 ) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing one presentation context (id 1)."""
-    ts = b"".join(_item(0x40, uid.encode()) for uid in transfer_syntaxes)
-    pc = _item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, abstract.encode()) + ts)
+    """An A-ASSOCIATE-RQ PDU proposing `abstract` with `transfer_syntaxes`.
+
+    One presentation context (id 1) offering them all, or with `separate` one
+    context per transfer syntax (ids 1, 3, 5, ...): the acceptor then accepts
+    each it supports and the requestor picks, instead of the acceptor.
+    """
+    groups = [(s,) for s in transfer_syntaxes] if separate else [transfer_syntaxes]
+    pc = b""
+    for n, group in enumerate(groups):
+        ts = b"".join(_item(0x40, uid.encode()) for uid in group)
+        head = struct.pack(">BBBB", 2 * n + 1, 0, 0, 0) + _item(0x30, abstract.encode())
+        pc += _item(0x20, head + ts)
     user = _item(
         0x50,
         _item(0x51, struct.pack(">L", MAX_PDU))
@@ -91,17 +103,67 @@ def _element(group: int, elem: int, value: bytes) -> bytes:
     return struct.pack("<HHL", group, elem, len(value)) + value
 
 
+def _uid(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw  # UI values are padded to even length with NUL
+
+
+def command_set(elements: list[tuple[int, bytes]]) -> bytes:
+    """A group 0000 command set (Implicit VR Little Endian) with its group length.
+
+    `elements` are (element number, encoded value) in ascending order.
+    """
+    body = b"".join(_element(0x0000, elem, value) for elem, value in elements)
+    return _element(0x0000, 0x0000, struct.pack("<L", len(body))) + body
+
+
+NO_DATASET = 0x0101  # Command Data Set Type: no data set follows
+N_CREATE_RQ = 0x0140
+N_CREATE_RSP = 0x8140
+
+
 def echo_rq(message_id: int, context_id: int = 1) -> bytes:
     """A P-DATA-TF PDU with one C-ECHO-RQ command (Implicit VR Little Endian)."""
-    uid = VERIFICATION.encode() + b"\0"  # even length
-    elements = (
-        _element(0x0000, 0x0002, uid)
-        + _element(0x0000, 0x0100, struct.pack("<H", 0x0030))
-        + _element(0x0000, 0x0110, struct.pack("<H", message_id))
-        + _element(0x0000, 0x0800, struct.pack("<H", 0x0101))
+    command = command_set(
+        [
+            (0x0002, _uid(VERIFICATION)),
+            (0x0100, struct.pack("<H", 0x0030)),
+            (0x0110, struct.pack("<H", message_id)),
+            (0x0800, struct.pack("<H", NO_DATASET)),
+        ]
     )
-    command = _element(0x0000, 0x0000, struct.pack("<L", len(elements))) + elements
     return _pdu(0x04, struct.pack(">LBB", len(command) + 2, context_id, 0x03) + command)
+
+
+def n_create_rq(message_id: int, sop_class: str, sop_instance: str | None) -> bytes:
+    """The command set of an N-CREATE-RQ with a data set (PS3.7 10.3.5)."""
+    elements = [
+        (0x0002, _uid(sop_class)),
+        (0x0100, struct.pack("<H", N_CREATE_RQ)),
+        (0x0110, struct.pack("<H", message_id)),
+        (0x0800, struct.pack("<H", 0x0000)),
+    ]
+    if sop_instance:
+        elements.append((0x1000, _uid(sop_instance)))
+    return command_set(elements)
+
+
+def p_data(context_id: int, command: bytes, dataset: bytes | None, max_pdu: int) -> bytes:
+    """The P-DATA-TF PDUs carrying one message, fragmented for the peer's `max_pdu` (0: none).
+
+    One PDV per PDU; the message control header says command or data set, and last or not.
+    """
+    limit = (max_pdu - 6) if max_pdu > 6 else 1 << 30  # PDV item: length, context id, header
+    out = []
+    for payload, kind in ((command, 0x01), (dataset, 0x00)):
+        if payload is None:
+            continue
+        for start in range(0, max(len(payload), 1), limit):
+            fragment = payload[start : start + limit]
+            last = 0x02 if start + limit >= len(payload) else 0x00
+            pdv = struct.pack(">LBB", len(fragment) + 2, context_id, kind | last) + fragment
+            out.append(_pdu(0x04, pdv))
+    return b"".join(out)
 
 
 RELEASE_RQ = _pdu(0x05, bytes(4))
@@ -153,6 +215,14 @@ class Accepted:
                 return ts
         return None
 
+    def choose(self, preferred: tuple[str, ...]) -> tuple[int, str] | None:
+        """(context id, transfer syntax) of the accepted context first in `preferred` order."""
+        accepted = {ts: cid for cid, result, ts in self.contexts if result == 0}
+        for ts in preferred:
+            if ts in accepted:
+                return accepted[ts], ts
+        return None
+
 
 def parse_accept(payload: bytes) -> Accepted:
     """The A-ASSOCIATE-AC payload."""
@@ -184,9 +254,14 @@ def command_elements(command: bytes) -> dict[tuple[int, int], bytes]:
     return out
 
 
-def read_command(sock: socket.socket) -> dict[tuple[int, int], bytes]:
-    """The next complete DIMSE command set (P-DATA-TF fragments joined)."""
-    data = b""
+def read_message(sock: socket.socket) -> tuple[dict[tuple[int, int], bytes], bytes | None]:
+    """The next complete DIMSE message: its command set, and its data set's bytes (or None).
+
+    P-DATA-TF fragments are joined; an A-ABORT raises `AbortPdu`, any other PDU `ProtocolError`.
+    """
+    command: dict[tuple[int, int], bytes] | None = None
+    command_bytes: list[bytes] = []
+    data: list[bytes] = []
     while True:
         pdu_type, payload = read_pdu(sock)
         if pdu_type == 0x07:
@@ -201,9 +276,63 @@ def read_command(sock: socket.socket) -> dict[tuple[int, int], bytes]:
             fragment = payload[pos + 6 : pos + 4 + length]
             pos += 4 + length
             if header & 0x01:  # command
-                data += fragment
+                if command is not None:
+                    raise ProtocolError("a command fragment after a complete command set")
+                command_bytes.append(fragment)
                 if header & 0x02:  # last fragment
-                    return command_elements(data)
+                    command = command_elements(b"".join(command_bytes))
+                    kind = command.get((0x0000, 0x0800), b"")
+                    if len(kind) < 2 or struct.unpack("<H", kind[:2])[0] == NO_DATASET:
+                        return command, None
+            else:
+                if command is None:
+                    raise ProtocolError("a data set fragment before its command set")
+                data.append(fragment)
+                if header & 0x02:
+                    return command, b"".join(data)
+
+
+def read_command(sock: socket.socket) -> dict[tuple[int, int], bytes]:
+    """The command set of the next complete DIMSE message (its data set, if any, is read too)."""
+    return read_message(sock)[0]
+
+
+@dataclass
+class Response:
+    """The fields of a DIMSE response command that a client acts on."""
+
+    command_field: int
+    responding_to: int
+    status: int
+    error_comment: str = ""
+    affected_sop_instance: str = ""
+
+
+def _us(command: dict[tuple[int, int], bytes], elem: int) -> int | None:
+    value = command.get((0x0000, elem))
+    return struct.unpack("<H", value[:2])[0] if value is not None and len(value) >= 2 else None
+
+
+def _text(command: dict[tuple[int, int], bytes], elem: int) -> str:
+    return command.get((0x0000, elem), b"").decode("ascii", "replace").strip(" \0")
+
+
+def parse_response(command: dict[tuple[int, int], bytes], expected_field: int) -> Response:
+    """The response command `expected_field` (e.g. N_CREATE_RSP); `ProtocolError` otherwise."""
+    field_ = _us(command, 0x0100)
+    if field_ != expected_field:
+        got = "no Command Field" if field_ is None else f"Command Field 0x{field_:04X}"
+        raise ProtocolError(f"expected a response 0x{expected_field:04X}, got {got}")
+    status = _us(command, 0x0900)
+    if status is None:
+        raise ProtocolError(f"response 0x{expected_field:04X} without a Status")
+    return Response(
+        command_field=field_,
+        responding_to=_us(command, 0x0120) or 0,
+        status=status,
+        error_comment=_text(command, 0x0902),
+        affected_sop_instance=_text(command, 0x1000),
+    )
 
 
 def echo_status(command: dict[tuple[int, int], bytes]) -> int:
@@ -223,9 +352,10 @@ def request_association(
     called: str,
     abstract: str = VERIFICATION,
     transfer_syntaxes: tuple[str, ...] = TRANSFER_SYNTAXES,
+    separate: bool = False,
 ) -> Accepted:
     """Send A-ASSOCIATE-RQ for `abstract`; the AC, or `Rejected`/`Aborted`/`ProtocolError`."""
-    sock.sendall(associate_rq(calling, called, abstract, transfer_syntaxes))
+    sock.sendall(associate_rq(calling, called, abstract, transfer_syntaxes, separate))
     pdu_type, payload = read_pdu(sock)
     if pdu_type == 0x03:
         raise Rejected(payload[1], payload[2], payload[3])

@@ -65,7 +65,7 @@ def _one_association(
         result.cipher = assoc.cipher
         for message_id in range(1, count + 1):
             start = time.perf_counter()
-            assoc.sock.sendall(dulraw.echo_rq(message_id))
+            assoc.sock.sendall(dulraw.echo_rq(message_id, assoc.context_id))
             status = dulraw.echo_status(dulraw.read_command(assoc.sock))
             took = (time.perf_counter() - start) * 1000
             log.info(

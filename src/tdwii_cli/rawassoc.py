@@ -46,11 +46,8 @@ class RawAssociation:
     peer: str
     accepted: dulraw.Accepted
     abstract_syntax: str
-
-    @property
-    def transfer_syntax(self) -> str:
-        """The transfer syntax the peer accepted for presentation context 1."""
-        return self.accepted.transfer_syntax or ""
+    context_id: int
+    transfer_syntax: str
 
     @property
     def max_pdu(self) -> int:
@@ -122,6 +119,7 @@ def _request(
     net: ScuOptions,
     abstract: str,
     transfer_syntaxes: tuple[str, ...],
+    separate: bool,
     tls_on: bool,
     mutual: bool,
 ) -> dulraw.Accepted:
@@ -130,7 +128,7 @@ def _request(
 
     try:
         return dulraw.request_association(
-            sock, net.calling_aet, net.called_aet, abstract, transfer_syntaxes
+            sock, net.calling_aet, net.called_aet, abstract, transfer_syntaxes, separate
         )
     except ssl.SSLError as exc:
         if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
@@ -168,9 +166,13 @@ def open_association(
     *,
     abstract: str = dulraw.VERIFICATION,
     transfer_syntaxes: tuple[str, ...] = dulraw.TRANSFER_SYNTAXES,
+    separate: bool = False,
     mutual: bool = True,
 ) -> Iterator[RawAssociation]:
     """An association for `abstract`, released after the body; failures raise `TdwiiError`.
+
+    With `separate`, each transfer syntax is proposed in a context of its own and
+    the association uses the accepted one first in `transfer_syntaxes`.
 
     The socket's timeout is the DIMSE timeout inside the body (the ACSE timeout
     while associating and releasing). Errors raised by the body are translated
@@ -183,7 +185,9 @@ def open_association(
     sock = connect(host, port, ctx, net)
     established = False
     try:
-        acc = _request(sock, peer, net, abstract, transfer_syntaxes, ctx is not None, mutual)
+        acc = _request(
+            sock, peer, net, abstract, transfer_syntaxes, separate, ctx is not None, mutual
+        )
         log.info(
             "%s: association accepted, %s -> %s, peer max PDU %s",
             peer,
@@ -191,17 +195,19 @@ def open_association(
             acc.called,
             acc.max_pdu or "unlimited",
         )
-        if acc.transfer_syntax is None:
+        chosen = acc.choose(transfer_syntaxes)
+        if chosen is None:
             dulraw.release(sock)
             raise TdwiiError(
                 f"{net.called_aet}@{peer} refused the {name_of(abstract)} context",
                 exitcodes.ASSOC_REJECTED,
                 hint=f"the peer does not offer {name_of(abstract)} as an SCP",
             )
-        log.info("  accepted  %s  %s", name_of(abstract), name_of(acc.transfer_syntax))
+        context_id, syntax = chosen
+        log.info("  accepted  %s  %s", name_of(abstract), name_of(syntax))
         sock.settimeout(net.dimse_timeout)
         established = True
-        yield RawAssociation(sock=sock, peer=peer, accepted=acc, abstract_syntax=abstract)
+        yield RawAssociation(sock, peer, acc, abstract, context_id, syntax)
         sock.settimeout(net.acse_timeout)
         established = False
         dulraw.release(sock)

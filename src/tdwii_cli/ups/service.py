@@ -39,6 +39,13 @@ UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 UPS_SOP_CLASSES = (UPS_PUSH, UPS_WATCH, UPS_PULL, UPS_EVENT, UPS_QUERY)
 SCP_SOP_CLASSES = (VERIFICATION, *UPS_SOP_CLASSES)
+# pynetdicom accepts the first of these that the requestor proposes: Explicit VR Little
+# Endian first, the encoding the store keeps (nothing to convert, no dictionary lookups).
+ACCEPTED_TRANSFER_SYNTAXES = [
+    DEFAULT_TRANSFER_SYNTAXES[1],  # Explicit VR Little Endian
+    DEFAULT_TRANSFER_SYNTAXES[0],  # Implicit VR Little Endian, the default every SCU has
+    *DEFAULT_TRANSFER_SYNTAXES[2:],  # Deflated Explicit VR LE, Explicit VR Big Endian
+]
 
 PROCESSING_FAILURE = 0x0110
 NO_SUCH_SOP_CLASS = 0x0118
@@ -79,7 +86,7 @@ def build_ae(
     """The acceptor AE: Verification and UPS Push/Watch/Pull/Event/Query as SCP."""
     ae = AE(ae_title=ae_title)
     for uid in SCP_SOP_CLASSES:
-        ae.add_supported_context(uid, DEFAULT_TRANSFER_SYNTAXES)
+        ae.add_supported_context(uid, ACCEPTED_TRANSFER_SYNTAXES)
     ae.maximum_pdu_size = max_pdu
     ae.acse_timeout = acse_timeout
     ae.dimse_timeout = dimse_timeout
