@@ -175,6 +175,8 @@ class UpsService:
         """N-CREATE hook: subscribe global subscribers, send them the SCHEDULED State Report
         (and an Assigned report when the workitem names a station or performers)."""
         recipients = self.subscriptions.on_created(ds)
+        if not recipients:
+            return
         uid = str(ds.SOPInstanceUID)
         report = states.state_report(ds)
         assigned = states.assigned_report(ds)

@@ -157,14 +157,14 @@ def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset |
         )
         return _status(first.status, first.message), None
 
-    ds = _pristine(event) or ds
+    checked, ds = ds, _pristine(event) or ds
     ncreate.complete_type2(ds)
     if "TransactionUID" in ds:  # present but empty: never stored in the dataset
         del ds.TransactionUID
     ds.SOPClassUID = UPS_PUSH
     ds.SOPInstanceUID = uid
     try:
-        ctx.store.create(ds)
+        ctx.store.create(ds, index_from=checked)
     except DuplicateWorkitem:
         ctx.log.info("N-CREATE %s from %s refused (0x0111): duplicate", uid, _peer(event))
         return _status(

@@ -292,9 +292,17 @@ class WorkitemStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def create(self, ds: Dataset, *, transaction_uid: str | None = None) -> None:
+    def create(
+        self,
+        ds: Dataset,
+        *,
+        transaction_uid: str | None = None,
+        index_from: Dataset | None = None,
+    ) -> None:
         """Store a new workitem (its UID is `ds.SOPInstanceUID`); committed on return.
 
+        `index_from`: a copy of `ds` whose values are decoded already (the indexed
+        columns are read from it; `ds` is then written without decoding its values).
         Raises `DuplicateWorkitem` when the UID exists already.
         """
         uid = _text(ds, "SOPInstanceUID")
@@ -302,7 +310,7 @@ class WorkitemStore:
             raise StoreError("workitem without SOP Instance UID")
         state = _text(ds, "ProcedureStepState") or "SCHEDULED"
         blob = encode_dataset(ds)  # first: values not yet decoded are written as they are
-        columns = _index_columns(ds)
+        columns = _index_columns(index_from if index_from is not None else ds)
         now = _now()
         with self.transaction() as conn:
             try:
