@@ -1,9 +1,11 @@
 """The Workitem Creator (UPS Push SCU): check workitems locally, then N-CREATE them.
 
-`prepare()` turns paths (or built datasets) into `Outcome`s: readable,
-locally checked workitems ready to send, and files skipped with their reason.
-`send()` sends the ready ones over ONE association (or one per `batch_size`),
-recording each N-CREATE status. `exit_code()` sums a run up. The command module
+`prepare_iter()` turns paths (or `prepare_datasets()` built datasets) into
+`Outcome`s: readable, locally checked workitems ready to send, and files
+skipped with their reason. `send()` sends the ready ones over ONE association
+(or one per `batch_size`) with the raw-socket client (`rawassoc`, `dulraw`),
+reading and checking the next file while the server works on the current one,
+and records each N-CREATE status. `exit_code()` sums a run up. The command module
 only parses options and renders; tests and benchmarks call these directly.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,25 +114,35 @@ def prepare_datasets(
     return outcomes
 
 
-def prepare(
+def prepare_iter(
     paths: Iterable[Path | str], *, new_uid: bool = False, check: bool = True
-) -> list[Outcome]:
-    """Read every file under `paths` (in order); non-DICOM files become NOT_DICOM outcomes."""
-    outcomes = []
+) -> Iterator[Outcome]:
+    """One outcome per file under `paths`, read and checked when asked for (see `send`)."""
     for path in iter_paths(paths):
         try:
             ds, data = read_file(path)
         except NotDicomError as exc:
-            outcomes.append(Outcome(source=str(path), kind=NOT_DICOM, detail=str(exc)))
+            yield Outcome(source=str(path), kind=NOT_DICOM, detail=str(exc))
             continue
-        (outcome,) = prepare_datasets([(str(path), ds)], new_uid=new_uid, check=check)
+        try:
+            (outcome,) = prepare_datasets([(str(path), ds)], new_uid=new_uid, check=check)
+        except Exception as exc:  # a value pydicom cannot decode while checking
+            detail = f"unreadable DICOM: {type(exc).__name__}: {exc}"
+            yield Outcome(source=str(path), kind=NOT_DICOM, detail=detail)
+            continue
         if outcome.kind == READY and not new_uid:
             # Sent as the file has it when the peer accepts its transfer syntax: no encoding,
             # and not the ~1 ms it costs pydicom to re-encode values the check decoded.
             outcome.encoded = dataset_bytes(data)
             outcome.encoded_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-        outcomes.append(outcome)
-    return outcomes
+        yield outcome
+
+
+def prepare(
+    paths: Iterable[Path | str], *, new_uid: bool = False, check: bool = True
+) -> list[Outcome]:
+    """Read every file under `paths` (in order); non-DICOM files become NOT_DICOM outcomes."""
+    return list(prepare_iter(paths, new_uid=new_uid, check=check))
 
 
 def status_words(status: int) -> str:
@@ -141,36 +153,46 @@ def status_words(status: int) -> str:
 
 
 def send(
-    outcomes: list[Outcome],
+    outcomes: Iterable[Outcome],
     peer: Peer,
     *,
     batch_size: int = 0,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> int:
-    """N-CREATE every READY outcome; return the number of associations used.
+    """N-CREATE every READY outcome, in order; return the number of associations used.
 
     All go over one association unless `batch_size` > 0 (then a new one every
-    `batch_size` workitems). A failure to associate raises `TdwiiError` (the
-    raw client's exit codes) when nothing was created yet; otherwise the
-    remaining outcomes are marked NOT_SENT and the error is re-raised for the
-    caller to report after rendering the table (see `SendInterrupted`).
+    `batch_size` workitems); none is opened when nothing is READY. `outcomes`
+    may be lazy (`prepare_iter`): the next one is taken while the peer works
+    on the current request, so reading and checking files costs no extra time.
+    `on_done` is called for every outcome once it is final. When an association
+    fails, the READY outcomes not answered become NOT_SENT and `SendInterrupted`
+    (a `TdwiiError` with the raw client's exit code) is raised.
     """
     from tdwii_cli import rawassoc
 
-    ready = [o for o in outcomes if o.kind == READY]
-    if not ready:
+    done = on_done or (lambda _outcome: None)
+    stream = iter(outcomes)
+
+    def next_ready() -> Outcome | None:
+        for outcome in stream:
+            if outcome.kind == READY:
+                return outcome
+            done(outcome)
+        return None
+
+    current = next_ready()
+    if current is None:
         return 0
     ctx = None
     if peer.tls.enabled:
         from tdwii_cli import tls as tlsmod
 
         ctx = tlsmod.build_client_context(peer.tls)
-    size = batch_size if batch_size > 0 else len(ready)
     associations = 0
-    index = 0
+    following: Outcome | None = None
     try:
-        while index < len(ready):
-            batch = ready[index : index + size]
+        while current is not None:
             with rawassoc.open_association(
                 peer.host,
                 peer.port,
@@ -182,17 +204,31 @@ def send(
                 mutual=peer.tls.mutual,
             ) as assoc:
                 associations += 1
-                for message_id, outcome in enumerate(batch, start=1):
-                    _create_one(assoc, outcome, message_id)
-                    index += 1
-                    if on_done:
-                        on_done(outcome)
+                sent = 0
+                while current is not None and not (batch_size and sent == batch_size):
+                    sent += 1
+                    message_id = (sent - 1) % 0xFFFF + 1
+                    started = time.perf_counter()
+                    _send_request(assoc, current, message_id)
+                    following = next_ready()  # read and check it while the peer works
+                    _read_response(assoc, current, message_id, started)
+                    done(current)
+                    current, following = following, None
     except TdwiiError as exc:
-        for outcome in ready[index:]:
-            outcome.kind = NOT_SENT
-            outcome.detail = exc.message
+        for outcome in (current, following):
+            if outcome is not None:
+                _not_sent(outcome, exc, done)
+        for outcome in stream:
+            _not_sent(outcome, exc, done)
         raise SendInterrupted(exc, associations) from None
     return associations
+
+
+def _not_sent(outcome: Outcome, exc: TdwiiError, done: Callable[[Outcome], None]) -> None:
+    if outcome.kind == READY:
+        outcome.kind = NOT_SENT
+        outcome.detail = exc.message
+    done(outcome)
 
 
 class SendInterrupted(TdwiiError):
@@ -219,15 +255,12 @@ def _payload(outcome: Outcome, transfer_syntax: str) -> bytes:
     return encode(outcome.dataset, transfer_syntax)
 
 
-def _create_one(assoc: RawAssociation, outcome: Outcome, message_id: int) -> None:
-    """One N-CREATE-RQ/RSP exchange; the outcome records the status."""
+def _send_request(assoc: RawAssociation, outcome: Outcome, message_id: int) -> None:
+    """The N-CREATE-RQ for `outcome` (its data set as the file has it, when it can be)."""
     from tdwii_cli import dulraw
 
-    ds = outcome.dataset
-    assert ds is not None
-    uid = str(ds.get("SOPInstanceUID", "") or "") or None
-    message_id = (message_id - 1) % 0xFFFF + 1
-    started = time.perf_counter()
+    assert outcome.dataset is not None
+    uid = str(outcome.dataset.get("SOPInstanceUID", "") or "") or None
     assoc.sock.sendall(
         dulraw.p_data(
             assoc.context_id,
@@ -236,6 +269,14 @@ def _create_one(assoc: RawAssociation, outcome: Outcome, message_id: int) -> Non
             assoc.max_pdu,
         )
     )
+
+
+def _read_response(
+    assoc: RawAssociation, outcome: Outcome, message_id: int, started: float
+) -> None:
+    """The N-CREATE-RSP to `message_id`; the outcome records the status."""
+    from tdwii_cli import dulraw
+
     command, _attributes = dulraw.read_message(assoc.sock)
     outcome.seconds = time.perf_counter() - started
     rsp = dulraw.parse_response(command, dulraw.N_CREATE_RSP)
@@ -243,12 +284,14 @@ def _create_one(assoc: RawAssociation, outcome: Outcome, message_id: int) -> Non
         raise dulraw.ProtocolError(
             f"N-CREATE-RSP answers message {rsp.responding_to}, not {message_id}"
         )
+    ds = outcome.dataset
+    assert ds is not None
     code = rsp.status
     outcome.status = code
     outcome.detail = status_words(code)
     if rsp.error_comment:
         outcome.detail += f" ({rsp.error_comment})"
-    if rsp.affected_sop_instance and not uid:
+    if rsp.affected_sop_instance and not ds.get("SOPInstanceUID"):
         ds.SOPInstanceUID = rsp.affected_sop_instance
     # 0000 success; 0001/Bxxx warnings still created the instance (B300: with modifications)
     outcome.kind = CREATED if code == 0 or code == 0x0001 or (code >> 12) == 0xB else FAILED

@@ -21,7 +21,9 @@ from tdwii_cli.scuoptions import ScuOptions, scu_options
 from tdwii_cli.tlsoptions import TlsOptions, tls_options
 
 if TYPE_CHECKING:
-    from tdwii_cli.creator import Outcome
+    from collections.abc import Iterable, Iterator
+
+    from tdwii_cli.creator import Outcome, Peer
 
 BUILD = "Build one workitem (when no PATH is given)"
 
@@ -220,6 +222,7 @@ def create_workitem(
             ],
             check=not no_check,
         )
+        total = len(outcomes)
         if save is not None:
             from tdwii_cli.workitem import write_part10
 
@@ -229,7 +232,11 @@ def create_workitem(
                 outcomes[0].kind = creator.SAVED
                 outcomes[0].detail = "written, not sent"
     elif paths:
-        outcomes = creator.prepare(paths, new_uid=new_uid, check=not no_check)
+        from tdwii_cli.dicomfiles import iter_paths
+
+        files = list(iter_paths(paths))  # listed first: the progress bar's total
+        outcomes = creator.prepare_iter(files, new_uid=new_uid, check=not no_check)
+        total = len(files)
     else:
         raise TdwiiError(
             "nothing to send",
@@ -237,26 +244,31 @@ def create_workitem(
             hint="give DICOM files or folders, or build one with --patient-id",
         )
 
-    _report_local(outcomes)
     associations = 0
     interrupted: TdwiiError | None = None
-    if dry_run:
-        for outcome in outcomes:
-            if outcome.kind == creator.READY:
-                outcome.kind = creator.DRY_RUN
-                outcome.detail = "checked, not sent (--dry-run)"
-    elif sending:
+    if sending:
         peer = creator.Peer(
             host=host or "",
             port=port or 0,
             tls=tls,
             net=net,
         )
+        sent: list[Outcome] = []
         try:
-            associations = _send(outcomes, peer, batch_size, show_progress=not json_out)
+            associations = _send(
+                _collect(outcomes, sent), total, peer, batch_size, show_progress=not json_out
+            )
         except creator.SendInterrupted as exc:
             interrupted = exc
             associations = exc.associations
+        outcomes = sent
+    else:
+        outcomes = list(outcomes)
+        for outcome in outcomes:
+            if dry_run and outcome.kind == creator.READY:
+                outcome.kind = creator.DRY_RUN
+                outcome.detail = "checked, not sent (--dry-run)"
+    _report_local(outcomes)
     elapsed = time.perf_counter() - started
     code = creator.exit_code(outcomes)
     if interrupted is not None:
@@ -318,11 +330,20 @@ def _report_local(outcomes: "list[Outcome]") -> None:
                 log.error("%s: not sent, %04X %s", outcome.source, problem.status, problem.message)
 
 
-def _send(outcomes: "list[Outcome]", peer, batch_size: int, show_progress: bool) -> int:  # type: ignore[no-untyped-def]
+def _collect(outcomes: "Iterable[Outcome]", into: "list[Outcome]") -> "Iterator[Outcome]":
+    """`outcomes`, each appended to `into` as it is produced (the table keeps file order)."""
+    for outcome in outcomes:
+        into.append(outcome)
+        yield outcome
+
+
+def _send(
+    outcomes: "Iterable[Outcome]", todo: int, peer: "Peer", batch_size: int, show_progress: bool
+) -> int:
+    """`creator.send`, with a progress bar over the files on a terminal."""
     from tdwii_cli import creator
     from tdwii_cli.console import stderr_console
 
-    todo = sum(o.kind == creator.READY for o in outcomes)
     if not show_progress or todo <= PROGRESS_MIN or not sys.stderr.isatty():
         return creator.send(outcomes, peer, batch_size=batch_size)
     from rich.progress import (
