@@ -324,3 +324,32 @@ def test_unreachable_and_tls_failures(
     for result in (closed, plain, untrusted):
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("tdwii: error:")
+
+
+def test_complete_workitem_is_stored_byte_for_byte(server: TdwiiServer, tmp_path: Path) -> None:
+    """A complete Explicit VR LE workitem goes from the file to the store unchanged: the client
+    sends the file's data set bytes, and the server keeps what it received (nothing to add)."""
+    import sqlite3
+
+    from tdwii_cli.dicomfiles import dataset_bytes
+
+    (path,) = _workitems(tmp_path / "one", 1, prefix="raw")
+    result = run(tmp_path, "--mtls", "--ca", str(server_ca(server)), *client_files(server),
+                 "127.0.0.1", str(server.port), str(path))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    uid = pydicom.dcmread(path).SOPInstanceUID
+    with contextlib.closing(sqlite3.connect(server.db)) as db:
+        (blob,) = db.execute("SELECT dataset FROM workitems WHERE uid = ?", (uid,)).fetchone()
+    assert bytes(blob) == dataset_bytes(path.read_bytes())
+
+    # Without a Type 2 attribute the server adds it, empty, so it stores an encoding of its own.
+    ds = pydicom.dcmread(path)
+    del ds.WorklistLabel
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    partial = write_part10(ds, tmp_path / "partial.dcm")
+    result = run(tmp_path, "--mtls", "--ca", str(server_ca(server)), *client_files(server),
+                 "127.0.0.1", str(server.port), str(partial))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    back = _stored(server, ds.SOPInstanceUID)
+    assert "WorklistLabel" in back and not back.WorklistLabel
+    assert back.PatientID == ds.PatientID

@@ -41,6 +41,7 @@ UPS_SOP_CLASSES = (UPS_PUSH, UPS_WATCH, UPS_PULL, UPS_EVENT, UPS_QUERY)
 SCP_SOP_CLASSES = (VERIFICATION, *UPS_SOP_CLASSES)
 # pynetdicom accepts the first of these that the requestor proposes: Explicit VR Little
 # Endian first, the encoding the store keeps (nothing to convert, no dictionary lookups).
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 ACCEPTED_TRANSFER_SYNTAXES = [
     DEFAULT_TRANSFER_SYNTAXES[1],  # Explicit VR Little Endian
     DEFAULT_TRANSFER_SYNTAXES[0],  # Implicit VR Little Endian, the default every SCU has
@@ -125,6 +126,26 @@ def _pristine(event: Any) -> Dataset | None:
         return None
 
 
+def _as_received(event: Any, checked: Dataset, uid: str) -> bytes | None:
+    """The attribute list's bytes when they are exactly what the store keeps, else None.
+
+    That is when they are Explicit VR Little Endian and the SCP has nothing to
+    add or change: every Type 2 attribute present, no Transaction UID, the SOP
+    Class and Instance UIDs present and right. A complete workitem then costs
+    no encoding at all.
+    """
+    try:
+        if event.context.transfer_syntax != EXPLICIT_VR_LE:
+            return None
+        if "TransactionUID" in checked or ncreate.missing_type2(checked):
+            return None
+        if checked.get("SOPClassUID") != UPS_PUSH or checked.get("SOPInstanceUID") != uid:
+            return None
+        return bytes(event.request.AttributeList.getvalue())
+    except Exception:  # the encoding path decides
+        return None
+
+
 def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset | None]:
     """EVT_N_CREATE: create a UPS (status dataset, attribute list to return)."""
     req = event.request
@@ -157,14 +178,17 @@ def handle_n_create(event: Any, ctx: ServiceContext) -> tuple[Dataset, Dataset |
         )
         return _status(first.status, first.message), None
 
-    checked, ds = ds, _pristine(event) or ds
-    ncreate.complete_type2(ds)
-    if "TransactionUID" in ds:  # present but empty: never stored in the dataset
-        del ds.TransactionUID
-    ds.SOPClassUID = UPS_PUSH
-    ds.SOPInstanceUID = uid
+    checked = ds
+    received = _as_received(event, checked, uid)
+    if received is None:  # something to add or change: encode a fresh copy
+        ds = _pristine(event) or ds
+        ncreate.complete_type2(ds)
+        if "TransactionUID" in ds:  # present but empty: never stored in the dataset
+            del ds.TransactionUID
+        ds.SOPClassUID = UPS_PUSH
+        ds.SOPInstanceUID = uid
     try:
-        ctx.store.create(ds, index_from=checked)
+        ctx.store.create(ds, index_from=checked, encoded=received)
     except DuplicateWorkitem:
         ctx.log.info("N-CREATE %s from %s refused (0x0111): duplicate", uid, _peer(event))
         return _status(

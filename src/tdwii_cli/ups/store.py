@@ -298,18 +298,21 @@ class WorkitemStore:
         *,
         transaction_uid: str | None = None,
         index_from: Dataset | None = None,
+        encoded: bytes | None = None,
     ) -> None:
         """Store a new workitem (its UID is `ds.SOPInstanceUID`); committed on return.
 
         `index_from`: a copy of `ds` whose values are decoded already (the indexed
         columns are read from it; `ds` is then written without decoding its values).
+        `encoded`: `ds` already in the stored form (`encode_dataset`'s), kept as is.
         Raises `DuplicateWorkitem` when the UID exists already.
         """
         uid = _text(ds, "SOPInstanceUID")
         if not uid:
             raise StoreError("workitem without SOP Instance UID")
         state = _text(ds, "ProcedureStepState") or "SCHEDULED"
-        blob = encode_dataset(ds)  # first: values not yet decoded are written as they are
+        # first: values not yet decoded are written as they are
+        blob = encoded if encoded is not None else encode_dataset(ds)
         columns = _index_columns(index_from if index_from is not None else ds)
         now = _now()
         with self.transaction() as conn:
