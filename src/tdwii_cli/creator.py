@@ -261,14 +261,24 @@ def _send_request(assoc: RawAssociation, outcome: Outcome, message_id: int) -> N
 
     assert outcome.dataset is not None
     uid = str(outcome.dataset.get("SOPInstanceUID", "") or "") or None
+    payload = _payload(outcome, assoc.transfer_syntax)
     assoc.sock.sendall(
         dulraw.p_data(
             assoc.context_id,
             dulraw.n_create_rq(message_id, UPS_PUSH_SOP_CLASS, uid),
-            _payload(outcome, assoc.transfer_syntax),
+            payload,
             assoc.max_pdu,
         )
     )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s: sent N-CREATE-RQ id=%d uid=%s, %d-byte data set (%s)",
+            assoc.peer,
+            message_id,
+            uid or "(the SCP assigns one)",
+            len(payload),
+            "the file's bytes" if payload is outcome.encoded else "encoded",
+        )
 
 
 def _read_response(

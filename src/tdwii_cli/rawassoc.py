@@ -126,6 +126,18 @@ def _request(
     """A-ASSOCIATE-RQ/AC, with the errors only this first exchange can tell apart."""
     from tdwii_cli import tls as tlsmod
 
+    if log.isEnabledFor(logging.DEBUG):
+        offered = ", ".join(name_of(ts) for ts in transfer_syntaxes)
+        log.debug(
+            "%s: A-ASSOCIATE-RQ %s -> %s, %s with %s (%s), our max PDU %d",
+            peer,
+            net.calling_aet,
+            net.called_aet,
+            name_of(abstract),
+            offered,
+            "a context each" if separate else "one context",
+            dulraw.MAX_PDU,
+        )
     try:
         return dulraw.request_association(
             sock, net.calling_aet, net.called_aet, abstract, transfer_syntaxes, separate
