@@ -440,6 +440,9 @@ def test_seed_ini_configures_the_server(serve_workdir: Path, tmp_path: Path) -> 
         text = "".join(lines)
         assert f"SEEDSCP listening on 127.0.0.1:{port} (mutual TLS)" in text, text
         assert "SEEDSCP" in text and "(config file)" in text
+        # TLS shows once, as used (no stale "mutual_tls False (default)" row)
+        assert "mutual TLS, profile bcp195-rfc8996" in text, text
+        assert "mutual_tls" not in text, text
         assert echo_works(server)
         assert (tmp_path / "seed.sqlite").exists()
     finally:

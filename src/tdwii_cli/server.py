@@ -642,6 +642,9 @@ def _listen_error(exc: OSError, host: str, port: int) -> Any:
     return TdwiiError(f"cannot listen on {where}: {exc.strerror or exc}")
 
 
+_TLS_KEYS = ("mutual_tls", "ca_certificate", "certificate", "private_key")
+
+
 def run_serve(
     command_line: dict[str, Any],
     tls_values: dict[str, Any],
@@ -674,6 +677,8 @@ def run_serve(
     if log.isEnabledFor(logging.INFO):
         log.info("effective configuration%s:", f" ({config_file})" if config_file else "")
         for key, value, source in config.rows():
+            if key in _TLS_KEYS:  # the effective TLS lines below say what is used
+                continue
             if key == "port":
                 value = str(port)
             log.info("  %-18s %-40s (%s)", key, value, source)
