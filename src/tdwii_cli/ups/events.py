@@ -11,6 +11,10 @@ releases. When the subscriber cannot be reached or aborts, the worker waits
 after `max_attempts` failed tries in a row the queued reports are dropped with a
 warning, so a subscriber that is gone for good costs a bounded amount of memory.
 
+With a `journal` (the store's `event_queue` table), every queued report is also
+written to disk and deleted once answered or dropped; `restore()` queues again
+what a previous run left, so a restart of the server loses no report.
+
 Every delivery, retry and drop is logged on `tdwii.events`.
 """
 
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydicom.dataset import Dataset
+
+from tdwii_cli.ups.eventjournal import EventJournal
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
@@ -48,6 +54,7 @@ class EventReport:
     uid: str
     info: Dataset
     queued_at: float = field(default_factory=time.monotonic)
+    journal_id: int | None = None  # its row in the store's event journal, if any
 
     def describe(self) -> str:
         return f"{EVENT_NAMES.get(self.event_type, self.event_type)} for {self.uid}"
@@ -83,6 +90,7 @@ class _Worker:
         with self.cond:
             if len(self.queue) >= self.sender.max_queue:
                 dropped = self.queue.popleft()
+                self.sender.forget([dropped])
                 log.warning(
                     "event queue for %s full (%d): dropped %s",
                     self.ae_title,
@@ -118,11 +126,12 @@ class _Worker:
             self.failures += 1
             if self.failures >= sender.max_attempts:
                 with self.cond:
-                    count = len(self.queue)
+                    dropped = list(self.queue)
                     self.queue.clear()
+                sender.forget(dropped)
                 log.warning(
                     "dropped %d event report(s) for %s after %d failed attempts",
-                    count,
+                    len(dropped),
                     self.ae_title,
                     self.failures,
                 )
@@ -139,11 +148,12 @@ class _Worker:
         known = sender.known_aes.get(self.ae_title)
         if known is None:
             with self.cond:
-                count = len(self.queue)
+                dropped = list(self.queue)
                 self.queue.clear()
+            sender.forget(dropped)
             log.warning(
                 "cannot send %d event report(s) to %s: not in the AE configuration",
-                count,
+                len(dropped),
                 self.ae_title,
             )
             return True
@@ -179,6 +189,7 @@ class _Worker:
                 with self.cond:
                     if self.queue and self.queue[0] is report:
                         self.queue.popleft()
+                sender.forget([report])
                 latency = time.monotonic() - report.queued_at
                 sender.record(
                     Delivery(self.ae_title, report.event_type, report.uid, status, latency)
@@ -219,6 +230,7 @@ class EventSender:
         retry_max: float = 30.0,
         max_attempts: int = 8,
         max_queue: int = 100_000,
+        journal: EventJournal | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.known_aes = dict(known_aes)
@@ -229,6 +241,7 @@ class EventSender:
         self.retry_max = retry_max
         self.max_attempts = max_attempts
         self.max_queue = max_queue
+        self.journal = journal
         self.stopping = threading.Event()
         self.stop_deadline = 0.0
         self.delivered: deque[Delivery] = deque(maxlen=10_000)
@@ -243,12 +256,44 @@ class EventSender:
         if self.stopping.is_set():
             log.warning("not queuing %s for %s: stopping", EVENT_NAMES.get(event_type), ae_title)
             return
+        report = EventReport(ae_title, event_type, uid, info)
+        if self.journal is not None:
+            try:
+                report.journal_id = self.journal.add(ae_title, event_type, uid, info)
+            except Exception as exc:  # still sent, just not kept across a restart
+                log.warning("event journal: cannot keep %s: %s", report.describe(), exc)
+        self._worker(ae_title).put(report)
+        log.debug("queued %s for %s to %s", EVENT_NAMES.get(event_type), uid, ae_title)
+
+    def restore(self) -> int:
+        """Queue again the journaled reports a previous run did not deliver; how many."""
+        if self.journal is None:
+            return 0
+        reports = self.journal.pending()
+        for item in reports:
+            self._worker(item.ae_title).put(
+                EventReport(item.ae_title, item.event_type, item.uid, item.info, journal_id=item.id)
+            )
+        if reports:
+            log.info("%d event report(s) from before the restart queued again", len(reports))
+        return len(reports)
+
+    def forget(self, reports: list[EventReport]) -> None:
+        """Delete delivered or abandoned reports from the journal."""
+        ids = [r.journal_id for r in reports if r.journal_id is not None]
+        if self.journal is None or not ids:
+            return
+        try:
+            self.journal.remove(ids)
+        except Exception as exc:  # delivered twice after a restart at worst
+            log.warning("event journal: cannot remove %d report(s): %s", len(ids), exc)
+
+    def _worker(self, ae_title: str) -> _Worker:
         with self._lock:
             worker = self._workers.get(ae_title)
             if worker is None:
                 worker = self._workers[ae_title] = _Worker(self, ae_title)
-        worker.put(EventReport(ae_title, event_type, uid, info))
-        log.debug("queued %s for %s to %s", EVENT_NAMES.get(event_type), uid, ae_title)
+            return worker
 
     def record(self, delivery: Delivery) -> None:
         self.delivered.append(delivery)
@@ -282,7 +327,8 @@ class EventSender:
                 worker.cond.notify_all()
         left = self.pending()
         if left:
-            log.warning("%d event report(s) not delivered at shutdown", left)
+            kept = " (journaled: sent after the restart)" if self.journal is not None else ""
+            log.warning("%d event report(s) not delivered at shutdown%s", left, kept)
 
     # -- associations --------------------------------------------------------------------
 

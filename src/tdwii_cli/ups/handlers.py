@@ -28,6 +28,7 @@ from pydicom.tag import Tag
 from pynetdicom import evt
 
 from tdwii_cli.ups import states
+from tdwii_cli.ups.eventjournal import EventJournal
 from tdwii_cli.ups.events import EventSender
 from tdwii_cli.ups.matching import Query, QueryError
 from tdwii_cli.ups.subscriptions import FILTERED_GLOBAL, GLOBAL, WELL_KNOWN, Subscriptions
@@ -114,7 +115,9 @@ class UpsService:
         self.ae_title = ae_title
         self.known_aes = dict(known_aes or {})
         self.subscriptions = Subscriptions(store)
-        self.sender = sender or EventSender(ae_title, self.known_aes, tls)
+        self.sender = sender or EventSender(
+            ae_title, self.known_aes, tls, journal=EventJournal(store)
+        )
         self.retention = retention
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
@@ -122,7 +125,9 @@ class UpsService:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Tell subscribers we (re)started; start the retention purge when configured."""
+        """Queue the reports a previous run left, tell subscribers we (re)started, and start
+        the retention purge when configured."""
+        self.sender.restore()
         for ae_title in self.subscriptions.global_subscribers():
             info = Dataset()
             info.SCPStatus = "RESTARTED"

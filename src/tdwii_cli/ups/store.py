@@ -93,6 +93,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX subscriptions_target ON subscriptions(target);
     CREATE INDEX workitems_station_state_start ON workitems(station_code, state, scheduled_start);
     """,
+    # 3: N-EVENT-REPORTs not delivered yet (tdwii_cli.ups.eventjournal), kept across restarts
+    """
+    CREATE TABLE event_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ae_title TEXT NOT NULL,
+        event_type INTEGER NOT NULL,
+        uid TEXT NOT NULL,
+        info BLOB NOT NULL,
+        queued_at TEXT NOT NULL
+    );
+    CREATE INDEX event_queue_ae ON event_queue(ae_title, id);
+    """,
 ]
 
 _COLUMNS = "uid, state, transaction_uid, performer_ae, dataset"
