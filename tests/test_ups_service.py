@@ -256,14 +256,18 @@ def env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env
     )
     db = workdir / "ups.sqlite"
     server = start_tdwii_server(workdir, "--ae-config", str(ae_config), db=db, log_name="ups")
+    current: Env | None = None
     try:
         with tdd(server, "WATCHER") as assoc:
             status = action(
                 assoc, GLOBAL, 3, UPS_WATCH, ReceivingAE="WATCHER", DeletionLock="FALSE"
             )
-        yield Env(workdir, server, watcher, tdd_events, status, db, ae_config, blackhole)
+        current = Env(workdir, server, watcher, tdd_events, status, db, ae_config, blackhole)
+        yield current
     finally:
         server.stop()
+        if current is not None:
+            current.server.stop()  # a test may have restarted it
         watcher.stop()
         tdd_events.stop()
         blackhole.close()
