@@ -166,10 +166,11 @@ class RawPeer:
 
     It accepts presentation context 1 with Explicit VR LE (refuses the others),
     reads one N-CREATE-RQ, and answers it with `response(message_id)` (a command
-    set). It records the PDU types it read afterwards (the client's A-ABORT).
+    set), or not at all when `response` is None. It records the PDU types it read
+    afterwards (the client's A-ABORT).
     """
 
-    def __init__(self, response: Callable[[int], bytes]) -> None:
+    def __init__(self, response: Callable[[int], bytes] | None) -> None:
         self.response = response
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(10)
@@ -234,8 +235,9 @@ class RawPeer:
             if (group, elem) == (0x0000, 0x0110):
                 self.message_ids.append(struct.unpack("<H", command[pos + 8 : pos + 10])[0])
             pos += 8 + length
-        rsp = self.response(self.message_ids[-1])
-        conn.sendall(_pdu(0x04, struct.pack(">LBB", len(rsp) + 2, 1, 0x03) + rsp))
+        if self.response is not None:
+            rsp = self.response(self.message_ids[-1])
+            conn.sendall(_pdu(0x04, struct.pack(">LBB", len(rsp) + 2, 1, 0x03) + rsp))
         try:
             while True:
                 self.after.append(_read_pdu(conn)[0])
@@ -353,6 +355,27 @@ def test_implicit_only_peer_gets_a_re_encoded_data_set(
     assert again.to_json_dict() == file_dataset(path).to_json_dict()
 
 
+def test_implicit_file_to_explicit_only_peer(
+    make_scp: Callable[..., UpsScp], tmp_path: Path
+) -> None:
+    """The other way round: an Implicit VR file, non-ASCII UTF-8 names, re-encoded to Explicit."""
+    scp = make_scp(syntaxes=(EXPLICIT,))
+    source = make_workitem(tmp_path / "src", "UTF-1", patient_name="Müller^Zoë Åsa")
+    ds = pydicom.dcmread(source)
+    ds.file_meta.TransferSyntaxUID = IMPLICIT
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).original_encoding == (True, True)
+
+    outcomes = creator.prepare([path])
+    creator.send(outcomes, scp.peer())
+    assert outcomes[0].kind == creator.CREATED, outcomes[0]
+    (got,) = scp.received
+    assert got["syntax"] == EXPLICIT
+    assert str(got["dataset"].PatientName) == "Müller^Zoë Åsa"
+    same(got["dataset"], path)
+
+
 def test_explicit_vr_preferred_and_the_file_bytes_sent(
     make_scp: Callable[..., UpsScp], tmp_path: Path
 ) -> None:
@@ -462,6 +485,43 @@ def test_a_wrong_response_ends_the_run_with_62(
     assert words in exc.message and "\n" not in exc.message
     assert [o.kind for o in outcomes] == [creator.NOT_SENT] * 3
     assert peer.after[:1] == [0x07]  # the client told the peer: A-ABORT, not a release
+
+
+def test_no_answer_times_out_with_62_and_aborts(tmp_path: Path) -> None:
+    peer = RawPeer(None)
+    net = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=0.5)
+    try:
+        outcomes = creator.prepare([make_workitem(tmp_path, "SILENT")])
+        with pytest.raises(creator.SendInterrupted) as info:
+            creator.send(outcomes, creator.Peer("127.0.0.1", peer.port, PLAIN, net))
+    finally:
+        peer.close()
+    assert info.value.exit_code == 62
+    assert "did not answer in time" in info.value.message
+    assert outcomes[0].kind == creator.NOT_SENT
+    assert peer.message_ids == [1]
+    assert peer.after[:1] == [0x07]
+
+
+def test_scp_assigns_the_sop_instance_uid(make_scp: Callable[..., UpsScp], tmp_path: Path) -> None:
+    """No SOP Instance UID in the file: none in the request, the one the SCP gives is kept."""
+
+    def answer(event: Any, _ds: Dataset) -> Any:
+        assert event.request.AffectedSOPInstanceUID is None
+        attributes = Dataset()
+        attributes.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+        return 0x0000, attributes
+
+    scp = make_scp(answer=answer)
+    ds = pydicom.dcmread(make_workitem(tmp_path / "src", "NOUID"))
+    del ds.SOPInstanceUID
+    path = tmp_path / "nouid.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    outcomes = creator.prepare([path], check=False)
+    creator.send(outcomes, scp.peer())
+    assert outcomes[0].kind == creator.CREATED, outcomes[0]
+    assert outcomes[0].sop_instance_uid == "1.2.826.0.1.3680043.8.498.4242"
+    assert "SOPInstanceUID" not in scp.received[0]["dataset"]
 
 
 def test_mutual_tls_peer_with_small_pdu(
