@@ -435,13 +435,6 @@ def test_each_workitem_of_a_batch_gets_its_own_status(
     assert len(data_pdvs) >= 3 + 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: creator._read_response counts only 0x0001 and 0xBxxx as warnings; "
-    "0x0107 (Attribute List Error) and 0x0116 (Attribute Value Out of Range) are warnings "
-    "too (PS3.7 general statuses; pynetdicom and DCMTK say so, and so does tdwii's own "
-    "status text): the SCP created the workitem, yet it is reported 'failed' and exit 64",
-)
 @pytest.mark.parametrize("code", [0x0107, 0x0116], ids=["0x0107", "0x0116"])
 def test_general_warning_statuses_count_as_created(
     code: int, make_scp: Callable[..., UpsScp], tmp_path: Path

@@ -303,8 +303,7 @@ def _read_response(
         outcome.detail += f" ({rsp.error_comment})"
     if rsp.affected_sop_instance and not ds.get("SOPInstanceUID"):
         ds.SOPInstanceUID = rsp.affected_sop_instance
-    # 0000 success; 0001/Bxxx warnings still created the instance (B300: with modifications)
-    outcome.kind = CREATED if code == 0 or code == 0x0001 or (code >> 12) == 0xB else FAILED
+    outcome.kind = CREATED if created(code) else FAILED
     log.info(
         "N-CREATE %s %s: 0x%04X %s (%.1f ms)",
         outcome.source,
@@ -313,6 +312,15 @@ def _read_response(
         outcome.detail,
         outcome.seconds * 1000,
     )
+
+
+WARNINGS = (0x0001, 0x0107, 0x0116)  # PS3.7 C.4.2: the instance was created all the same
+
+
+def created(status: int) -> bool:
+    """Did an N-CREATE with this status create the instance? Success, or a warning:
+    0001, 0107 (attribute list error), 0116 (value out of range), Bxxx (e.g. B300)."""
+    return status == 0x0000 or status in WARNINGS or (status >> 12) == 0xB
 
 
 def exit_code(outcomes: list[Outcome]) -> int:
