@@ -212,6 +212,7 @@ def send(
                     _send_request(assoc, current, message_id)
                     following = next_ready()  # read and check it while the peer works
                     _read_response(assoc, current, message_id, started)
+                    current.encoded = None  # sent: a long run keeps no file bytes
                     done(current)
                     current, following = following, None
     except TdwiiError as exc:
