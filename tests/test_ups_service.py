@@ -1,6 +1,9 @@
-"""The whole UPS service end to end: `tdwii serve --mtls` in a subprocess, pynetdicom as the
-delivery device (TDD) and as watchers receiving N-EVENT-REPORTs over mutual TLS with their
-own certificates from the test PKI, a black-hole subscriber, and a restart."""
+"""The whole UPS service end to end: `tdwii serve --mtls` in a subprocess, the real SQLite
+file, pynetdicom as the delivery devices (TDD) and as subscribers receiving N-EVENT-REPORTs
+over mutual TLS with their own certificates from the test PKI; a subscriber from another
+PKI, one without TLS, a black-hole subscriber, retention and a restart.
+
+The tests share one server and run in file order (the restart comes last)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,12 +38,14 @@ UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 GLOBAL = "1.2.840.10008.5.1.4.34.5"
-CA = "certs/rootCA/rootCA.pem"
-CLIENT = "certs/clients/workitemcreator/workitemcreator"
-TOMORROW = (datetime.now() + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+FILTERED_GLOBAL = "1.2.840.10008.5.1.4.34.5.1"
+STATE_REPORT, CANCEL_REQUESTED, PROGRESS, SCP_STATUS, ASSIGNED = 1, 2, 3, 4, 5
+CA = "rootCA/rootCA.pem"  # inside a `tdwii pki init` folder
+CLIENT = "clients/workitemcreator/workitemcreator"
+DAY = datetime(2031, 5, 14, 9, 0, 0)
 
 
-# -- watchers: pynetdicom AEs receiving N-EVENT-REPORT over mTLS ------------------------------
+# -- subscribers: pynetdicom UPS Event SCPs, mTLS with their own certificates ---------------
 
 
 @dataclass
@@ -47,25 +53,31 @@ class Received:
     event_type: int
     uid: str
     info: Dataset
-    peer_cn: str | None
+    peer_cn: str | None  # None: not TLS
     tls_version: str | None
     at: float
 
 
 class Watcher:
-    """A pynetdicom UPS Event receiver on a loopback port, mTLS with its own certificate."""
+    """A pynetdicom UPS Event receiver on a loopback port: mutual TLS with the node
+    certificate `certs/servers/<node>` and trusting only that PKI's root CA, or plain DICOM
+    when `certs` is None."""
 
-    def __init__(self, workdir: Path, ae_title: str, node: str) -> None:
+    def __init__(self, ae_title: str, certs: Path | None, node: str = "") -> None:
         self.ae_title = ae_title
         self.events: list[Received] = []
         self.cond = threading.Condition()
-        folder = workdir / "certs" / "servers" / node
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(folder / f"{node}.pem", folder / f"{node}.key")
-        ctx.load_verify_locations(workdir / CA)
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx = None
+        if certs is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            folder = certs / "servers" / node
+            ctx.load_cert_chain(folder / f"{node}.pem", folder / f"{node}.key")
+            ctx.load_verify_locations(certs / CA)
+            ctx.verify_mode = ssl.CERT_REQUIRED
         ae = AE(ae_title)
         ae.add_supported_context(UPS_EVENT)
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 10
         self.port = free_port()
         self.server = ae.start_server(
             ("127.0.0.1", self.port),
@@ -76,17 +88,19 @@ class Watcher:
 
     def _on_event(self, event: Any) -> tuple[int, None]:
         sock = event.assoc.dul.socket.socket
-        cn = None
-        for rdn in (sock.getpeercert() or {}).get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName":
-                    cn = value
+        cn = version = None
+        if isinstance(sock, ssl.SSLSocket):
+            version = sock.version()
+            for rdn in (sock.getpeercert() or {}).get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        cn = value
         received = Received(
             int(event.request.EventTypeID),
             str(event.request.AffectedSOPInstanceUID),
             event.event_information,
             cn,
-            sock.version(),
+            version,
             time.monotonic(),
         )
         with self.cond:
@@ -107,24 +121,42 @@ class Watcher:
                     raise AssertionError(f"{self.ae_title}: event not received; got {seen}")
                 self.cond.wait(left)
 
+    def event(self, uid: str, event_type: int, timeout: float = 15.0) -> Received:
+        return self.wait_for(lambda r: r.event_type == event_type and r.uid == uid, timeout)
+
     def state_report(self, uid: str, state: str, timeout: float = 15.0) -> Received:
         return self.wait_for(
-            lambda r: r.event_type == 1 and r.uid == uid and r.info.ProcedureStepState == state,
+            lambda r: (
+                r.event_type == STATE_REPORT
+                and r.uid == uid
+                and r.info.get("ProcedureStepState") == state
+            ),
             timeout,
         )
+
+    def got_state(self, uid: str, state: str) -> bool:
+        with self.cond:
+            return any(
+                r.event_type == STATE_REPORT
+                and r.uid == uid
+                and r.info.get("ProcedureStepState") == state
+                for r in self.events
+            )
 
     def stop(self) -> None:
         self.server.shutdown()
 
 
-# -- the TDD (delivery device) --------------------------------------------------------------
+# -- the delivery device and the DIMSE helpers ------------------------------------------
 
 
 @contextmanager
 def tdd(server: TdwiiServer, ae_title: str = "TDD") -> Iterator[Any]:
+    """An mTLS association from `ae_title` (the client node certificate) to tdwii serve."""
+    certs = server.workdir / "certs"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(server.workdir / CA)
-    ctx.load_cert_chain(server.workdir / f"{CLIENT}.pem", server.workdir / f"{CLIENT}.key")
+    ctx.load_verify_locations(certs / CA)
+    ctx.load_cert_chain(certs / f"{CLIENT}.pem", certs / f"{CLIENT}.key")
     ae = AE(ae_title)
     for uid in (UPS_PUSH, UPS_PULL, UPS_WATCH, UPS_QUERY):
         ae.add_requested_context(uid)
@@ -149,16 +181,22 @@ def tdd(server: TdwiiServer, ae_title: str = "TDD") -> Iterator[Any]:
             assoc.release()
 
 
-def create(assoc: Any, **kw: Any) -> Dataset:
+def create(assoc: Any, keep_uids: bool = False, **kw: Any) -> str:
+    """N-CREATE a TDW-II workitem; the SOP Instance UID goes in the command only, unless
+    `keep_uids` (then the data set carries its SOP Class/Instance UIDs too)."""
     kw.setdefault("patient_id", "PAT-UPS")
     kw.setdefault("patient_name", "Doe^Jane")
     kw.setdefault("label", "Fx 1")
     kw.setdefault("station", "TB1")
-    kw.setdefault("scheduled", TOMORROW)
+    kw.setdefault("scheduled", DAY)
     ds = build_workitem(**kw)
-    status, _ = assoc.send_n_create(ds, UPS_PUSH, ds.SOPInstanceUID)
-    assert status.Status == 0x0000
-    return ds
+    uid = str(ds.SOPInstanceUID)
+    if not keep_uids:
+        del ds.SOPInstanceUID
+        del ds.SOPClassUID
+    status, _ = assoc.send_n_create(ds, UPS_PUSH, uid)
+    assert status.Status == 0x0000, status
+    return uid
 
 
 def action(assoc: Any, uid: str, action_type: int, sop_class: str = UPS_PULL, **info: Any) -> int:
@@ -167,6 +205,7 @@ def action(assoc: Any, uid: str, action_type: int, sop_class: str = UPS_PULL, **
         setattr(ds, keyword, value)
     # no Action Information at all when empty (pynetdicom would announce an empty data set)
     status, _ = assoc.send_n_action(ds if len(ds) else None, action_type, sop_class, uid)
+    assert status is not None and "Status" in status, "no N-ACTION response"
     return int(status.Status)
 
 
@@ -174,119 +213,163 @@ def claim(assoc: Any, uid: str, txn: str) -> int:
     return action(assoc, uid, 1, ProcedureStepState="IN PROGRESS", TransactionUID=txn)
 
 
+def subscribe(assoc: Any, receiving: str, uid: str = GLOBAL, **info: Any) -> int:
+    return action(assoc, uid, 3, UPS_WATCH, ReceivingAE=receiving, **info)
+
+
+def unsubscribe(assoc: Any, receiving: str, uid: str = GLOBAL) -> int:
+    return action(assoc, uid, 4, UPS_WATCH, ReceivingAE=receiving)
+
+
 def n_set(assoc: Any, uid: str, **mods: Any) -> int:
     ds = Dataset()
     for keyword, value in mods.items():
         setattr(ds, keyword, value)
     status, _ = assoc.send_n_set(ds, UPS_PULL, uid)
+    assert status is not None and "Status" in status, "no N-SET response"
     return int(status.Status)
 
 
-def c_find(assoc: Any, identifier: Dataset) -> list[Dataset]:
-    found = []
-    for status, ident in assoc.send_c_find(identifier, UPS_QUERY):
-        assert status is not None and status.Status in (0x0000, 0xFF00, 0xFF01), status
+def state_of(assoc: Any, uid: str) -> tuple[int, str | None]:
+    """N-GET of the single attribute Procedure Step State (one tag, not a list)."""
+    status, got = assoc.send_n_get([0x00741000], UPS_PULL, uid)
+    return int(status.Status), got.ProcedureStepState if got is not None else None
+
+
+def find(assoc: Any, sop_class: str = UPS_QUERY, **keys: Any) -> list[Dataset]:
+    """C-FIND with the given keys; the matches (asserting a Success final status)."""
+    query = Dataset()
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    out = []
+    for status, identifier in assoc.send_c_find(query, sop_class):
+        assert status is not None and "Status" in status, "no C-FIND response"
         if status.Status in (0xFF00, 0xFF01):
-            found.append(ident)
-    return found
+            out.append(identifier)
+        else:
+            assert status.Status == 0x0000, hex(status.Status)
+    return out
 
 
-def code_item(value: str, scheme: str = "") -> Dataset:
+def code(value: str, scheme: str = "99IHERO2008", meaning: str | None = None) -> Dataset:
     item = Dataset()
     item.CodeValue = value
     item.CodingSchemeDesignator = scheme
+    if meaning is not None:
+        item.CodeMeaning = meaning
     return item
 
 
 def final_attributes(txn: str) -> dict[str, Any]:
+    """The N-SET that makes an IN PROGRESS workitem completable."""
     item = Dataset()
-    item.PerformedProcedureStepStartDateTime = "20240506080000"
-    item.PerformedProcedureStepEndDateTime = "20240506081500"
-    station = code_item("TB1", "99TDWII")
-    station.CodeMeaning = "TB1"
-    work = code_item("121726", "DCM")
-    work.CodeMeaning = "RT Treatment with Internal Verification"
-    item.PerformedStationNameCodeSequence = Sequence([station])
-    item.PerformedWorkitemCodeSequence = Sequence([work])
+    item.PerformedProcedureStepStartDateTime = "20310514090000"
+    item.PerformedProcedureStepEndDateTime = "20310514091500"
+    item.PerformedStationNameCodeSequence = Sequence([code("TB1", meaning="TB1")])
+    item.PerformedWorkitemCodeSequence = Sequence(
+        [code("121726", "DCM", "RT Treatment with Internal Verification")]
+    )
     item.OutputInformationSequence = Sequence()
     return {"TransactionUID": txn, "UnifiedProcedureStepPerformedProcedureSequence": [item]}
 
 
-# -- the environment: server + watchers + AE configuration ---------------------------------
+# -- the environment: server + subscribers + AE configuration -------------------------------
 
 
 @dataclass
 class Env:
     workdir: Path
     server: TdwiiServer
-    watcher: Watcher
-    tdd_events: Watcher
+    watcher: Watcher  # WATCHER: globally subscribed from the start
+    tdd_events: Watcher  # TDD: the delivery device's own event receiver
+    filtered: Watcher  # FILTERED
+    stranger: Watcher  # WRONGCA: a certificate and a root CA from another PKI
+    plain: Watcher  # PLAIN: no "mTLS" in the AE configuration, no TLS
     subscribe_status: int
-    db: Path
     ae_config: Path
-    blackhole: socket.socket
+    servers: list[TdwiiServer] = field(default_factory=list)
+
+    @property
+    def db(self) -> Path:
+        return self.server.db
 
 
 @pytest.fixture(scope="module")
-def env(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    pki_dir: Path, other_ca_pki: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("ups")
-    shutil.copytree(pki_dir, workdir / "certs")
-    issue_node(workdir / "certs", "server", "watcher")
-    issue_node(workdir / "certs", "server", "tddevents")
-    watcher = Watcher(workdir, "WATCHER", "watcher")
-    tdd_events = Watcher(workdir, "TDD", "tddevents")
-    # a subscriber that accepts TCP connections and never answers (its TLS handshake hangs)
+    certs = workdir / "certs"
+    shutil.copytree(pki_dir, certs)
+    for node in ("watcher", "tddevents", "filtered"):
+        issue_node(certs, "server", node)
+    watchers = [
+        Watcher("WATCHER", certs, "watcher"),
+        Watcher("TDD", certs, "tddevents"),
+        Watcher("FILTERED", certs, "filtered"),
+        Watcher("WRONGCA", other_ca_pki, "worklistmanager"),
+        Watcher("PLAIN", None),
+    ]
+    # DEADWATCH: a socket that completes the TCP handshake (backlog) and never says a word
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(64)
-    ae_config = workdir / "ApplicationEntities.json"
-    ae_config.write_text(
-        json.dumps(
-            [
-                {"AETitle": "WATCHER", "IPAddr": "127.0.0.1", "Port": watcher.port, "mTLS": True},
-                {"AETitle": "TDD", "IPAddr": "127.0.0.1", "Port": tdd_events.port, "mTLS": True},
-                {
-                    "AETitle": "DEADWATCH",
-                    "IPAddr": "127.0.0.1",
-                    "Port": blackhole.getsockname()[1],
-                    "mTLS": True,
-                },
-            ]
-        )
+    entities = [
+        {"AETitle": w.ae_title, "IPAddr": "127.0.0.1", "Port": w.port, "mTLS": True}
+        for w in watchers
+    ]
+    del entities[-1]["mTLS"]  # PLAIN
+    entities.append(
+        {
+            "AETitle": "DEADWATCH",
+            "IPAddr": "127.0.0.1",
+            "Port": blackhole.getsockname()[1],
+            "mTLS": True,
+        }
     )
-    db = workdir / "ups.sqlite"
-    server = start_tdwii_server(workdir, "--ae-config", str(ae_config), db=db, log_name="ups")
-    current: Env | None = None
+    ae_config = workdir / "ApplicationEntities.json"
+    ae_config.write_text(json.dumps(entities))
+    server = start_tdwii_server(workdir, "--ae-config", str(ae_config), log_name="ups")
+    current = Env(workdir, server, *watchers, 0, ae_config, [server])
     try:
         with tdd(server, "WATCHER") as assoc:
-            status = action(
-                assoc, GLOBAL, 3, UPS_WATCH, ReceivingAE="WATCHER", DeletionLock="FALSE"
-            )
-        current = Env(workdir, server, watcher, tdd_events, status, db, ae_config, blackhole)
+            current.subscribe_status = subscribe(assoc, "WATCHER", DeletionLock="FALSE")
         yield current
     finally:
-        server.stop()
-        if current is not None:
-            current.server.stop()  # a test may have restarted it
-        watcher.stop()
-        tdd_events.stop()
+        for running in current.servers:  # the test that restarts adds one
+            running.stop()
+        for watcher in watchers:
+            watcher.stop()
         blackhole.close()
 
 
-# -- the tests ------------------------------------------------------------------------------
+# -- the tests (in order: they share the server) --------------------------------------------
 
 
-def test_global_subscription_then_scheduled_report_over_mtls(env: Env) -> None:
+def test_global_subscription_then_scheduled_and_assigned_reports_over_mtls(env: Env) -> None:
     assert env.subscribe_status == 0x0000
     with tdd(env.server) as assoc:
-        ds = create(assoc, patient_id="PAT-SUB")
-    report = env.watcher.state_report(ds.SOPInstanceUID, "SCHEDULED")
+        uid = create(assoc, keep_uids=True, patient_id="PAT-SUB")
+    report = env.watcher.state_report(uid, "SCHEDULED")
+    assert report.info.ProcedureStepState == "SCHEDULED"
     assert report.peer_cn == "worklistmanager"  # the server's own node certificate
     assert report.tls_version in ("TLSv1.2", "TLSv1.3")
     assert report.info.InputReadinessState == "READY"
     # an Assigned report too: the workitem names its treatment machine
-    assigned = env.watcher.wait_for(lambda r: r.event_type == 5 and r.uid == ds.SOPInstanceUID)
+    assigned = env.watcher.event(uid, ASSIGNED)
     assert assigned.info.ScheduledStationNameCodeSequence[0].CodeValue == "TB1"
+
+
+def test_subscribe_statuses(env: Env) -> None:
+    with tdd(env.server, "OIS") as assoc:
+        # an unknown Receiving AE (not in the AE configuration)
+        assert subscribe(assoc, "NOBODY", DeletionLock="FALSE") == 0xC308
+        assert subscribe(assoc, "TDD", generate_uid()) == 0xC307
+        uid = create(assoc, patient_id="PAT-INSTANCE")
+        assert subscribe(assoc, "TDD", uid, DeletionLock="TRUE") == 0
+        env.tdd_events.state_report(uid, "SCHEDULED")  # the initial State Report
+        assert action(assoc, uid, 5, UPS_WATCH, ReceivingAE="TDD") == 0xC314
+        assert unsubscribe(assoc, "TDD", uid) == 0
 
 
 def test_c_find_by_patient_and_state_and_by_machine_and_date_range(env: Env) -> None:
@@ -295,99 +378,166 @@ def test_c_find_by_patient_and_state_and_by_machine_and_date_range(env: Env) -> 
             create(assoc, patient_id="PAT-FIND", station="TB7", label=f"Fx {i}") for i in (1, 2)
         ]
         other_day = create(
-            assoc, patient_id="PAT-FIND", station="TB7", scheduled=TOMORROW + timedelta(days=3)
+            assoc, patient_id="PAT-FIND", station="TB7", scheduled=DAY + timedelta(days=3)
         )
-        create(assoc, patient_id="PAT-ELSE", station="TB8")
-        q = Dataset()
-        q.PatientID = "PAT-FIND"
-        q.ProcedureStepState = "SCHEDULED"
-        q.PatientName = ""
-        q.ProcedureStepLabel = ""
-        q.TransactionUID = ""
-        q.AdmittingDiagnosesDescription = ""
-        q.SOPInstanceUID = ""
-        found = c_find(assoc, q)
-        assert {f.SOPInstanceUID for f in found} == {
-            *(d.SOPInstanceUID for d in mine),
-            other_day.SOPInstanceUID,
-        }
-        for f in found:
-            assert "TransactionUID" not in f
-            assert f.PatientName == "Doe^Jane"
-            assert "AdmittingDiagnosesDescription" in f and not f.AdmittingDiagnosesDescription
+        other_machine = create(assoc, patient_id="PAT-ELSE", station="TB8")
 
-        day = TOMORROW.strftime("%Y%m%d")
-        q = Dataset()
-        q.ProcedureStepState = "SCHEDULED"
-        q.ScheduledProcedureStepStartDateTime = f"{day}0000-{day}2359"
-        q.ScheduledStationNameCodeSequence = [code_item("TB7")]
-        q.SOPInstanceUID = ""
-        q.ProcedureStepLabel = ""
-        found = c_find(assoc, q)
-        assert sorted(f.ProcedureStepLabel for f in found) == ["Fx 1", "Fx 2"]
-        assert found[0].ScheduledStationNameCodeSequence[0].CodeValue == "TB7"
+        by_patient = find(
+            assoc,
+            PatientID="PAT-FIND",
+            ProcedureStepState="SCHEDULED",
+            PatientName="",
+            ProcedureStepLabel="",
+            TransactionUID="",
+            AdmittingDiagnosesDescription="",
+            SOPInstanceUID="",
+        )
+        assert {d.SOPInstanceUID for d in by_patient} == {*mine, other_day}
+        for ds in by_patient:
+            assert "TransactionUID" not in ds
+            assert ds.PatientName == "Doe^Jane"
+            assert "AdmittingDiagnosesDescription" in ds and not ds.AdmittingDiagnosesDescription
+
+        wildcard = find(assoc, PatientID="PAT-F?ND", SOPInstanceUID=mine[0])
+        assert [d.SOPInstanceUID for d in wildcard] == [mine[0]]
+        prefix = find(assoc, PatientID="PAT-*", SOPInstanceUID="")
+        assert {d.SOPInstanceUID for d in prefix} >= {mine[0], other_machine}
+
+        # by machine and day: minutes, any coding scheme, over UPS Query
+        day = DAY.strftime("%Y%m%d")
+        by_machine = find(
+            assoc,
+            ProcedureStepState="SCHEDULED",
+            ScheduledProcedureStepStartDateTime=f"{day}0000-{day}2359",
+            ScheduledStationNameCodeSequence=[code("TB7", "")],
+            SOPInstanceUID="",
+            ProcedureStepLabel="",
+        )
+        assert sorted(d.ProcedureStepLabel for d in by_machine) == ["Fx 1", "Fx 2"]
+        assert by_machine[0].ScheduledStationNameCodeSequence[0].CodeValue == "TB7"
+        # the same with seconds and the TDW-II scheme, over UPS Pull
+        by_machine = find(
+            assoc,
+            UPS_PULL,
+            ProcedureStepState="SCHEDULED",
+            ScheduledStationNameCodeSequence=Sequence([code("TB7")]),
+            ScheduledProcedureStepStartDateTime=f"{day}000000-{day}235959",
+            SOPInstanceUID="",
+        )
+        assert sorted(d.SOPInstanceUID for d in by_machine) == sorted(mine)
+        assert find(assoc, PatientID="NO-SUCH-PATIENT") == []
 
         bad = Dataset()
-        bad.ScheduledProcedureStepStartDateTime = "tomorrow"
+        with warnings.catch_warnings():  # pydicom warns about the invalid DT: that is the point
+            warnings.simplefilter("ignore")
+            bad.ScheduledProcedureStepStartDateTime = "tomorrow"
         statuses = [s.Status for s, _ in assoc.send_c_find(bad, UPS_QUERY)]
         assert statuses == [0xA900]
 
 
-def test_claim_progress_get_complete_and_state_reports(env: Env) -> None:
+def test_claim_set_get_complete_with_state_reports(env: Env) -> None:
+    from tdwii_cli.ups.store import WorkitemStore
+
     txn, wrong = generate_uid(), generate_uid()
     with tdd(env.server) as assoc:
-        ds = create(assoc, patient_id="PAT-FLOW")
-        uid = ds.SOPInstanceUID
+        uid = create(assoc, patient_id="PAT-FLOW")
         env.watcher.state_report(uid, "SCHEDULED")
+        # a SCHEDULED step cannot be completed
+        completed = {"ProcedureStepState": "COMPLETED", "TransactionUID": generate_uid()}
+        assert action(assoc, uid, 1, **completed) == 0xC310
         assert claim(assoc, uid, txn) == 0x0000
         assert claim(assoc, uid, generate_uid()) == 0xC302  # a second claim
         report = env.watcher.state_report(uid, "IN PROGRESS")
         assert report.peer_cn == "worklistmanager"
 
+        # the claim is in the database with the performer
+        with WorkitemStore(env.db) as store:
+            item = store.get(uid)
+            assert item is not None
+            assert item.state == "IN PROGRESS"
+            assert item.transaction_uid == txn
+            assert item.performer_ae == "TDD"
+
         assert n_set(assoc, uid, TransactionUID=wrong, ProcedureStepLabel="x") == 0xC301
         progress = Dataset()
         progress.ProcedureStepProgress = 50
         progress.ProcedureStepProgressDescription = "beam 2 of 4"
-        mods = {"TransactionUID": txn, "ProcedureStepProgressInformationSequence": [progress]}
+        mods = {
+            "TransactionUID": txn,
+            "ProcedureStepLabel": "Fx 1 (re-labelled)",
+            "ProcedureStepProgressInformationSequence": [progress],
+        }
         assert n_set(assoc, uid, **mods) == 0x0000
-        got = env.watcher.wait_for(lambda r: r.event_type == 3 and r.uid == uid)
+        got = env.watcher.event(uid, PROGRESS)
         seq = got.info.ProcedureStepProgressInformationSequence
         assert seq[0].ProcedureStepProgressDescription == "beam 2 of 4"
 
         status, attrs = assoc.send_n_get([], UPS_PULL, uid)  # all attributes
         assert status.Status == 0x0000
         assert attrs.ProcedureStepState == "IN PROGRESS"
+        assert attrs.ProcedureStepLabel == "Fx 1 (re-labelled)"
         assert "TransactionUID" not in attrs
         assert attrs.ProcedureStepProgressInformationSequence[0].ProcedureStepProgress == 50
         status, attrs = assoc.send_n_get([0x00081195, 0x00741000], UPS_PULL, uid)
         assert status.Status == 0x0000 and "TransactionUID" not in attrs
         assert attrs.ProcedureStepState == "IN PROGRESS"
 
+        # completion needs the Transaction UID, then the final-state attributes
         done = {"ProcedureStepState": "COMPLETED", "TransactionUID": txn}
+        assert action(assoc, uid, 1, **{**done, "TransactionUID": wrong}) == 0xC301
         assert action(assoc, uid, 1, **done) == 0xC304  # no final-state attributes yet
         assert n_set(assoc, uid, **final_attributes(txn)) == 0x0000
-        assert action(assoc, uid, 1, **{**done, "TransactionUID": wrong}) == 0xC301
         assert action(assoc, uid, 1, **done) == 0x0000
         env.watcher.state_report(uid, "COMPLETED")
         assert action(assoc, uid, 1, **done) == 0xB306
         assert n_set(assoc, uid, TransactionUID=txn, ProcedureStepLabel="late") == 0xC300
+        assert action(assoc, uid, 2, UPS_PUSH) == 0xC311  # Request Cancel of a final step
 
-        q = Dataset()  # COMPLETED workitems stay queryable
-        q.SOPInstanceUID = uid
-        q.ProcedureStepState = ""
-        assert [f.ProcedureStepState for f in c_find(assoc, q)] == ["COMPLETED"]
+        # COMPLETED workitems stay queryable
+        final = find(assoc, SOPInstanceUID=uid, ProcedureStepState="")
+        assert [f.ProcedureStepState for f in final] == ["COMPLETED"]
         status, _ = assoc.send_n_get([], UPS_PULL, generate_uid())
         assert status.Status == 0xC307
 
 
+def test_concurrent_claims_one_wins(env: Env) -> None:
+    """Two delivery devices claim the same workitems at the same moment: one gets it,
+    the other C302, and the database names the winner's Transaction UID."""
+    from tdwii_cli.ups.store import WorkitemStore
+
+    with tdd(env.server) as assoc:
+        uids = [create(assoc, patient_id="PAT-RACE", station="TB6") for _ in range(5)]
+    results: dict[str, list[tuple[int, str]]] = {uid: [] for uid in uids}
+    barrier = threading.Barrier(2)
+
+    def race(ae_title: str) -> None:
+        with tdd(env.server, ae_title) as mine:
+            for uid in uids:
+                txn = generate_uid()
+                barrier.wait(10)
+                results[uid].append((claim(mine, uid, txn), txn))
+
+    threads = [threading.Thread(target=race, args=(ae,)) for ae in ("TDD", "TDD2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    with WorkitemStore(env.db) as store:
+        for uid, outcome in results.items():
+            assert sorted(status for status, _ in outcome) == [0x0000, 0xC302], outcome
+            winner = next(txn for status, txn in outcome if status == 0)
+            item = store.get(uid)
+            assert item is not None and item.transaction_uid == winner
+
+
 def test_cancel_of_a_scheduled_step(env: Env) -> None:
     with tdd(env.server, "OIS") as assoc:
-        ds = create(assoc, patient_id="PAT-CANCEL")
-        uid = ds.SOPInstanceUID
+        uid = create(assoc, patient_id="PAT-CANCEL")
         assert action(assoc, uid, 2, UPS_PUSH, ReasonForCancellation="plan revised") == 0
         report = env.watcher.state_report(uid, "CANCELED")
         assert report.info.ReasonForCancellation == "plan revised"
         assert action(assoc, uid, 2, UPS_PUSH) == 0xB304
+        assert state_of(assoc, uid) == (0x0000, "CANCELED")
         status, attrs = assoc.send_n_get([0x00741000, 0x00741002], UPS_PULL, uid)
         assert status.Status == 0x0000
         assert attrs.ProcedureStepState == "CANCELED"
@@ -399,16 +549,15 @@ def test_cancel_of_a_scheduled_step(env: Env) -> None:
 def test_request_cancel_in_progress_reaches_the_performer(env: Env) -> None:
     txn = generate_uid()
     with tdd(env.server, "TDD") as device:
-        ds = create(device, patient_id="PAT-RQCANCEL")
-        uid = ds.SOPInstanceUID
+        uid = create(device, patient_id="PAT-RQCANCEL")
         assert claim(device, uid, txn) == 0
     with tdd(env.server, "OIS") as ois:
         assert action(ois, uid, 2, UPS_PUSH, ReasonForCancellation="machine fault") == 0
-    to_performer = env.tdd_events.wait_for(lambda r: r.event_type == 2 and r.uid == uid)
+    to_performer = env.tdd_events.event(uid, CANCEL_REQUESTED)
     assert to_performer.info.RequestingAE == "OIS"
     assert to_performer.info.ReasonForCancellation == "machine fault"
     assert to_performer.peer_cn == "worklistmanager"
-    env.watcher.wait_for(lambda r: r.event_type == 2 and r.uid == uid)
+    assert env.watcher.event(uid, CANCEL_REQUESTED).info.RequestingAE == "OIS"
     with tdd(env.server, "TDD") as device:  # the performer decides: it cancels
         cancel = {"ProcedureStepState": "CANCELED", "TransactionUID": txn}
         assert action(device, uid, 1, **cancel) == 0
@@ -416,51 +565,117 @@ def test_request_cancel_in_progress_reaches_the_performer(env: Env) -> None:
     env.watcher.state_report(uid, "CANCELED")
     with tdd(env.server, "STRANGER") as stranger:  # a performer nobody can reach: C312
         other = create(stranger, patient_id="PAT-RQCANCEL")
-        assert claim(stranger, other.SOPInstanceUID, generate_uid()) == 0
-        assert action(stranger, other.SOPInstanceUID, 2, UPS_PUSH) == 0xC312
+        assert claim(stranger, other, generate_uid()) == 0
+        assert action(stranger, other, 2, UPS_PUSH) == 0xC312
 
 
-def test_subscribe_statuses(env: Env) -> None:
+def test_filtered_global_and_unsubscribe(env: Env) -> None:
+    filtered, watcher = env.filtered, env.watcher
+    with tdd(env.server, "FILTERED") as assoc:
+        keys = Dataset()
+        keys.ReceivingAE = "FILTERED"
+        keys.DeletionLock = "FALSE"
+        keys.ScheduledStationNameCodeSequence = Sequence([code("TB9", meaning="TB9")])
+        status, _ = assoc.send_n_action(keys, 3, UPS_WATCH, FILTERED_GLOBAL)
+        assert status.Status == 0x0000
+        elsewhere = create(assoc, patient_id="PAT-FILTER", station="TB1")
+        here = create(assoc, patient_id="PAT-FILTER", station="TB9")
+        filtered.state_report(here, "SCHEDULED")
+        watcher.state_report(elsewhere, "SCHEDULED")  # delivered to the global subscriber
+        # the filtered subscriber had its chance: the reports go out in order per AE
+        time.sleep(0.3)
+        assert not [r for r in filtered.events if r.uid == elsewhere]
+
+        # unsubscribed from one workitem: no more reports for it, others still come
+        assert unsubscribe(assoc, "FILTERED", here) == 0
+        assert claim(assoc, here, generate_uid()) == 0
+        other = create(assoc, patient_id="PAT-FILTER", station="TB9")
+        filtered.state_report(other, "SCHEDULED")
+        watcher.state_report(here, "IN PROGRESS")
+        time.sleep(0.3)
+        assert not filtered.got_state(here, "IN PROGRESS")
+
+
+def test_dead_subscriber_does_not_slow_answers(env: Env) -> None:
     with tdd(env.server, "OIS") as assoc:
-        assert action(assoc, GLOBAL, 3, UPS_WATCH, ReceivingAE="NOBODY") == 0xC308
-        assert action(assoc, generate_uid(), 3, UPS_WATCH, ReceivingAE="TDD") == 0xC307
-        ds = create(assoc, patient_id="PAT-INSTANCE")
-        uid = ds.SOPInstanceUID
-        assert action(assoc, uid, 3, UPS_WATCH, ReceivingAE="TDD", DeletionLock="TRUE") == 0
-        env.tdd_events.state_report(uid, "SCHEDULED")  # the initial State Report
-        assert action(assoc, uid, 5, UPS_WATCH, ReceivingAE="TDD") == 0xC314
-        assert action(assoc, uid, 4, UPS_WATCH, ReceivingAE="TDD") == 0
-
-
-def test_a_subscriber_that_is_down_does_not_slow_the_answers(env: Env) -> None:
-    with tdd(env.server, "OIS") as assoc:
-        assert action(assoc, GLOBAL, 3, UPS_WATCH, ReceivingAE="DEADWATCH") == 0
+        assert subscribe(assoc, "DEADWATCH") == 0
         timings = []
         uids = []
+        started = time.monotonic()
         for i in range(5):
             start = time.perf_counter()
-            ds = create(assoc, patient_id="PAT-SLOW", label=f"Fx {i}")
-            txn = generate_uid()
-            assert claim(assoc, ds.SOPInstanceUID, txn) == 0
+            uid = create(assoc, patient_id="PAT-SLOW", station="TB2", label=f"Fx {i}")
+            assert claim(assoc, uid, generate_uid()) == 0
             timings.append(time.perf_counter() - start)
-            uids.append(ds.SOPInstanceUID)
+            uids.append(uid)
+        elapsed = time.monotonic() - started
+        # 10 operations, each of which queued reports for a subscriber that never answers
+        assert max(timings) < 1.0, timings
+        assert elapsed < 2.0, f"{elapsed:.2f} s for 10 operations with a dead subscriber"
         for uid in uids:  # the live watcher still gets its reports promptly
             env.watcher.state_report(uid, "IN PROGRESS", timeout=5)
-        assert max(timings) < 1.0, timings
-        assert action(assoc, GLOBAL, 4, UPS_WATCH, ReceivingAE="DEADWATCH") == 0
+        assert unsubscribe(assoc, "DEADWATCH") == 0
     assert "DEADWATCH" in env.server.wait_log("not delivered")
 
 
-def test_subscriptions_survive_a_restart(env: Env) -> None:
-    assert env.server.stop() == 0
-    env.server = start_tdwii_server(
-        env.workdir, "--ae-config", str(env.ae_config), db=env.db, log_name="ups-again"
-    )
-    restarted = env.watcher.wait_for(lambda r: r.event_type == 4)
-    assert restarted.info.SCPStatus == "RESTARTED"
+def test_subscriber_with_a_foreign_certificate_gets_nothing(env: Env) -> None:
+    """The server checks the subscriber's certificate against its own CA: no report leaks
+    to a peer from another PKI; the failure is logged and retried in the background."""
+    start = len(env.server.log_text())
     with tdd(env.server, "OIS") as assoc:
-        ds = create(assoc, patient_id="PAT-RESTART")
-    env.watcher.state_report(ds.SOPInstanceUID, "SCHEDULED")
+        assert subscribe(assoc, "WRONGCA") == 0
+        began = time.monotonic()
+        uid = create(assoc, patient_id="PAT-WRONGCA", station="TB5")
+        assert time.monotonic() - began < 1.0
+    env.watcher.state_report(uid, "SCHEDULED")
+    text = env.server.wait_log("retrying event reports to WRONGCA", start=start, timeout=10)
+    assert "event reports to WRONGCA" in text and "not delivered" in text
+    assert "certificate" in text.lower()
+    assert env.stranger.events == []
+
+
+def test_subscriber_without_mtls_in_the_ae_configuration_gets_plain_dicom(env: Env) -> None:
+    with tdd(env.server, "OIS") as assoc:
+        assert subscribe(assoc, "PLAIN") == 0
+        uid = create(assoc, patient_id="PAT-PLAIN", station="TB5")
+    report = env.plain.state_report(uid, "SCHEDULED")
+    assert report.peer_cn is None and report.tls_version is None  # not TLS
+
+
+def test_retention_purges_final_workitems_without_deletion_lock(env: Env) -> None:
+    """`--retention 1s` (a server of its own): a CANCELED workitem goes, one with a
+    Deletion Lock stays until its subscriber unsubscribes, IN PROGRESS is never touched."""
+    server = start_tdwii_server(
+        env.workdir,
+        "--ae-config",
+        str(env.ae_config),
+        "--retention",
+        "1s",
+        db=env.workdir / "retention.sqlite",
+        log_name="ups-retention",
+    )
+    try:
+        with tdd(server) as assoc:
+            locked, unlocked, running = (create(assoc, station="TB4") for _ in range(3))
+            assert subscribe(assoc, "WATCHER", locked, DeletionLock="TRUE") == 0
+            assert action(assoc, locked, 2, UPS_PUSH) == 0
+            assert action(assoc, unlocked, 2, UPS_PUSH) == 0
+            assert claim(assoc, running, generate_uid()) == 0
+            deadline = time.monotonic() + 8
+            while state_of(assoc, unlocked)[0] != 0xC307:
+                assert time.monotonic() < deadline, "the unlocked CANCELED workitem was not purged"
+                time.sleep(0.2)
+            assert find(assoc, SOPInstanceUID=unlocked) == []
+            assert state_of(assoc, locked) == (0x0000, "CANCELED")
+            assert state_of(assoc, running) == (0x0000, "IN PROGRESS")
+            # the lock goes with the subscription: then the workitem may go too
+            assert unsubscribe(assoc, "WATCHER", locked) == 0
+            deadline = time.monotonic() + 8
+            while state_of(assoc, locked)[0] != 0xC307:
+                assert time.monotonic() < deadline, "unlocked workitem was not purged"
+                time.sleep(0.2)
+    finally:
+        server.stop()
 
 
 def test_c_cancel_stops_a_long_c_find(env: Env) -> None:
@@ -470,26 +685,37 @@ def test_c_cancel_stops_a_long_c_find(env: Env) -> None:
         for i in range(300):
             store.create(
                 build_workitem(
-                    patient_id="PAT-MANY", patient_name="Many^M", label=f"Fx {i}", station="TB9"
+                    patient_id="PAT-MANY", patient_name="Many^M", label=f"Fx {i}", station="TB10"
                 )
             )
     with tdd(env.server) as assoc:
         q = Dataset()
         q.PatientID = "PAT-MANY"
         q.SOPInstanceUID = ""
-        responses = assoc.send_c_find(q, UPS_QUERY, msg_id=7)
-        first_status, first = next(responses)
-        assert first_status.Status == 0xFF00 and first.PatientID == "PAT-MANY"
-        assoc.send_c_cancel(7, query_model=UPS_QUERY)
-        statuses = [s.Status for s, _ in responses]
-        assert statuses[-1] == 0xFE00  # Cancel
+        # The server may stream all 300 matches before the C-CANCEL reaches it (a loaded
+        # machine delays this reader): then the cancel came too late and we try again.
+        for msg_id in (7, 8, 9):
+            responses = assoc.send_c_find(q, UPS_QUERY, msg_id=msg_id)
+            first_status, first = next(responses)
+            assert first_status.Status == 0xFF00 and first.PatientID == "PAT-MANY"
+            assoc.send_c_cancel(msg_id, query_model=UPS_QUERY)
+            statuses = [s.Status for s, _ in responses]
+            if statuses[-1] != 0x0000:
+                break
+        assert statuses[-1] == 0xFE00, f"{len(statuses) + 1} responses, last {statuses[-1]:#x}"
         assert len(statuses) < 300
-        assert echo_after_cancel(assoc)
+        # the association is still usable after the cancel
+        assert len(find(assoc, PatientID="PAT-MANY", ProcedureStepLabel="Fx 299")) == 1
 
 
-def echo_after_cancel(assoc: Any) -> bool:
-    """The association is still usable after the cancel (a C-FIND on a single UID)."""
-    q = Dataset()
-    q.PatientID = "PAT-MANY"
-    q.ProcedureStepLabel = "Fx 299"
-    return len(c_find(assoc, q)) == 1
+def test_subscriptions_survive_a_restart(env: Env) -> None:
+    assert env.server.stop() == 0
+    env.server = start_tdwii_server(
+        env.workdir, "--ae-config", str(env.ae_config), db=env.db, log_name="ups-again"
+    )
+    env.servers.append(env.server)
+    restarted = env.watcher.wait_for(lambda r: r.event_type == SCP_STATUS)
+    assert restarted.info.SCPStatus == "RESTARTED"
+    with tdd(env.server, "OIS") as assoc:
+        uid = create(assoc, patient_id="PAT-RESTART", station="TB3")
+    env.watcher.state_report(uid, "SCHEDULED")
