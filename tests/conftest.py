@@ -9,13 +9,20 @@ Other test modules append their own fixtures below; keep this part generic.
   tests that revoke or reissue make their own PKI in `tmp_path`.
 - `other_ca_pki` (session): a second, independent PKI ("untrusted CA" tests).
 - `free_port()`: an unused TCP port on 127.0.0.1; `wait_port(port, proc)`: until it listens.
+- `tdwii echo` and its peers (section at the end): `run_echo_cli(...)`, `mtls_args(...)`,
+  `one_error_line(proc)`, `storescp_peer(...)`, `openssl_peer(...)`, fixtures
+  `dcmtk_tls_peer` / `dcmtk_plain_peer` (session).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,3 +205,107 @@ def tdwii_server(serve_workdir: Path):  # type: ignore[no-untyped-def]
         yield server
     finally:
         server.stop()
+
+
+# -- `tdwii echo` and its peers: DCMTK storescp, openssl s_server (echo tests) ------------
+# Used by tests/test_echo.py and tests/test_echo_tls.py. Paths below are relative to a PKI
+# made by `init_pki` (`pki_dir`, `other_ca_pki`, or a test's own).
+
+PKI_CA = "rootCA/rootCA.pem"
+PKI_SERVER = "servers/worklistmanager/worklistmanager"  # + ".pem" / ".key"
+PKI_CLIENT = "clients/workitemcreator/workitemcreator"  # + ".pem" / ".key"
+
+
+def run_echo_cli(
+    *args: str,
+    timeout: float = 60.0,
+    python_flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python [FLAGS] -m tdwii_cli echo ARGS`, stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "tdwii_cli", "echo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def mtls_args(root: Path, node: str = PKI_CLIENT, ca: Path | None = None) -> list[str]:
+    """`--mtls -ca CA -cert NODE.pem -key NODE.key` for the PKI at `root` (CA: `ca` if given)."""
+    return [
+        "--mtls",
+        "-ca",
+        str(ca or root / PKI_CA),
+        "-cert",
+        f"{root / node}.pem",
+        "-key",
+        f"{root / node}.key",
+    ]
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single `tdwii: error: ...` line on stderr (asserts exactly one and no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tdwii: error: ")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@contextlib.contextmanager
+def _listening_peer(cmd: list[str], port: int, what: str, **popen: object) -> Iterator[int]:
+    """Run `cmd`, yield `port` once it listens; always kill and reap it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
+    try:
+        wait_port(port, proc, what=what)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdin:
+            proc.stdin.close()
+
+
+@contextlib.contextmanager
+def storescp_peer(root: Path | None, *extra: str, node: str = PKI_SERVER) -> Iterator[int]:
+    """DCMTK storescp on a free loopback port (yields the port; killed on exit).
+
+    With `root`: `+tls NODE.key NODE.pem +cf CA` from that PKI (client certificate required);
+    without: plain DICOM. `extra` goes before the port (e.g. "--refuse", "+pz")."""
+    exe = require_tool("storescp")
+    port = free_port()
+    tls = []
+    if root is not None:
+        tls = ["+tls", f"{root / node}.key", f"{root / node}.pem", "+cf", str(root / PKI_CA)]
+    cmd = [exe, *tls, *extra, str(port)]
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    with _listening_peer(cmd, port, "storescp", stdin=subprocess.DEVNULL, env=env):
+        yield port
+
+
+@contextlib.contextmanager
+def openssl_peer(cert: Path, key: Path, *extra: str) -> Iterator[int]:
+    """`openssl s_server` (a TLS peer that is no DICOM node) with `cert`/`key` on a free
+    loopback port; yields the port, killed on exit. `extra`: e.g. "-tls1_1"."""
+    exe = require_tool("openssl")
+    port = free_port()
+    cmd = [exe, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key)]
+    # stdin stays an open pipe: s_server reads commands from it and may stop at its end
+    with _listening_peer([*cmd, *extra], port, "openssl s_server", stdin=subprocess.PIPE):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def dcmtk_tls_peer(pki_dir: Path) -> Iterator[int]:
+    """DCMTK storescp +tls with the `pki_dir` server certificate, requiring a client
+    certificate from the `pki_dir` CA (mutual TLS); yields its port."""
+    with storescp_peer(pki_dir) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def dcmtk_plain_peer() -> Iterator[int]:
+    """DCMTK storescp speaking plain DICOM (no TLS); yields its port."""
+    with storescp_peer(None) as port:
+        yield port
