@@ -704,6 +704,7 @@ def test_c_cancel_stops_a_long_c_find(env: Env) -> None:
                 break
         assert statuses[-1] == 0xFE00, f"{len(statuses) + 1} responses, last {statuses[-1]:#x}"
         assert len(statuses) < 300
+        env.server.wait_log(f"received C-CANCEL-RQ of id={msg_id}")  # the log ties it to its C-FIND
         # the association is still usable after the cancel
         assert len(find(assoc, PatientID="PAT-MANY", ProcedureStepLabel="Fx 299")) == 1
 

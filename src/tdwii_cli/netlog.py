@@ -163,6 +163,10 @@ def _message_line(event: Any, direction: str) -> None:
     key_id = cmd.get("MessageIDBeingRespondedTo", None) if name.endswith("RSP") else None
     assoc_key = id(event.assoc)
     now = time.perf_counter()
+    if name.startswith("C-CANCEL"):  # names the request it cancels, has no ID of its own
+        cancels = cmd.get("MessageIDBeingRespondedTo", None)
+        log.info("%s: %s %s of id=%s", _who(event.assoc), direction, name, cancels)
+        return
     if key_id is None:  # a request: remember when it went or came
         mid = cmd.get("MessageID", None)
         with _pending_lock:
