@@ -189,3 +189,25 @@ def test_serve_restart_delivers_what_the_subscriber_missed(
     finally:
         again.stop()
         subscriber.close()
+
+
+def test_unsubscribing_drops_the_reports_still_queued(tmp_path: Path) -> None:
+    with WorkitemStore(tmp_path / "ups.sqlite") as store:
+        journal = EventJournal(store)
+        sender = EventSender(
+            "UPSSCP",
+            {"WATCHER": KnownAE("WATCHER", "127.0.0.1", free_port())},  # nobody listens
+            journal=journal,
+            retry_base=30,  # after the first failed try it waits, holding the queue
+        )
+        for uid in ("1.2.3.1", "1.2.3.2", "1.2.3.1"):
+            sender.submit("WATCHER", 1, uid, _info("SCHEDULED"))
+        deadline = time.monotonic() + 5
+        while not sender._worker("WATCHER").failures and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sender.discard("WATCHER", "1.2.3.1") == 2  # unsubscribed from one workitem
+        assert [r.uid for r in sender._worker("WATCHER").queue] == ["1.2.3.2"]
+        assert journal.count() == 1
+        assert sender.discard("WATCHER") == 1  # from everything (the global instance)
+        assert sender.pending() == 0 and journal.count() == 0
+        sender.stop(timeout=0.1)

@@ -278,6 +278,23 @@ class EventSender:
             log.info("%d event report(s) from before the restart queued again", len(reports))
         return len(reports)
 
+    def discard(self, ae_title: str, uid: str | None = None) -> int:
+        """Drop the reports still queued for `ae_title` (only those about `uid` when given),
+        e.g. when it unsubscribes; one being sent right now still goes. How many."""
+        with self._lock:
+            worker = self._workers.get(ae_title)
+        if worker is None:
+            return 0
+        with worker.cond:
+            first = worker.queue[0] if worker.busy and worker.queue else None
+            dropped = [r for r in worker.queue if r is not first and (uid is None or r.uid == uid)]
+            for report in dropped:
+                worker.queue.remove(report)
+        self.forget(dropped)
+        if dropped:
+            log.info("dropped %d queued event report(s) for %s", len(dropped), ae_title)
+        return len(dropped)
+
     def forget(self, reports: list[EventReport]) -> None:
         """Delete delivered or abandoned reports from the journal."""
         ids = [r.journal_id for r in reports if r.journal_id is not None]

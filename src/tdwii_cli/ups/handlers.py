@@ -468,6 +468,8 @@ class UpsService:
         if uid not in WELL_KNOWN and self.store.get(uid) is None:
             return _status(states.NO_SUCH_UPS, "no such UPS"), None
         removed = self.subscriptions.unsubscribe(receiving, uid)
+        # no more reports about what it left, not even those still queued (PS3.4 CC.2.3.3)
+        self.sender.discard(receiving, None if uid in WELL_KNOWN else uid)
         log.info("%s unsubscribed %s from %s (%d subscription(s))", caller, receiving, uid, removed)
         return _status(0), None
 
