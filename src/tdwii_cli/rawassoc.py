@@ -103,7 +103,7 @@ def _refused_after_handshake(peer: str, mutual: bool) -> TdwiiError:
             f"TLS handshake with {peer} failed: the server closed the connection right after "
             "the handshake: it did not accept our certificate",
             exitcodes.TLS_HANDSHAKE,
-            hint="is our certificate from a CA the server trusts (and not revoked)? its log says",
+            hint="is our certificate from a trusted CA, and not revoked? the server's log says why",
         )
     return TdwiiError(
         f"TLS handshake with {peer} failed: the server closed the connection right after the "
