@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from tdwii_cli import exitcodes
 from tdwii_cli.dicomfiles import NotDicomError, dataset_bytes, iter_paths, read_file
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tdwii.create")
 
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_LE = str(ExplicitVRLittleEndian)
+IMPLICIT_VR_LE = str(ImplicitVRLittleEndian)
 
 # Outcome kinds
 READY = "ready"  # checked, not sent yet

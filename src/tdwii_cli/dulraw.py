@@ -118,6 +118,7 @@ def command_set(elements: list[tuple[int, bytes]]) -> bytes:
 
 
 NO_DATASET = 0x0101  # Command Data Set Type: no data set follows
+C_ECHO_RSP = 0x8030
 N_CREATE_RQ = 0x0140
 N_CREATE_RSP = 0x8140
 
@@ -301,7 +302,6 @@ def read_command(sock: socket.socket) -> dict[tuple[int, int], bytes]:
 class Response:
     """The fields of a DIMSE response command that a client acts on."""
 
-    command_field: int
     responding_to: int
     status: int
     error_comment: str = ""
@@ -327,7 +327,6 @@ def parse_response(command: dict[tuple[int, int], bytes], expected_field: int) -
     if status is None:
         raise ProtocolError(f"response 0x{expected_field:04X} without a Status")
     return Response(
-        command_field=field_,
         responding_to=_us(command, 0x0120) or 0,
         status=status,
         error_comment=_text(command, 0x0902),
@@ -337,13 +336,7 @@ def parse_response(command: dict[tuple[int, int], bytes], expected_field: int) -
 
 def echo_status(command: dict[tuple[int, int], bytes]) -> int:
     """The Status of a C-ECHO-RSP command set."""
-    field_ = command.get((0x0000, 0x0100))
-    if field_ is None or struct.unpack("<H", field_[:2])[0] != 0x8030:
-        raise ProtocolError("the answer is not a C-ECHO-RSP")
-    status = command.get((0x0000, 0x0900))
-    if status is None or len(status) < 2:
-        raise ProtocolError("C-ECHO-RSP without a Status")
-    return struct.unpack("<H", status[:2])[0]
+    return parse_response(command, C_ECHO_RSP).status
 
 
 def request_association(

@@ -21,21 +21,10 @@ from dataclasses import dataclass
 
 from tdwii_cli import dulraw, exitcodes
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.netlog import uid_name
 from tdwii_cli.scuoptions import ScuOptions
 
 log = logging.getLogger("tdwii.net")
-
-_NAMES = {
-    dulraw.VERIFICATION: "Verification",
-    "1.2.840.10008.5.1.4.34.6.1": "UPS Push",
-    "1.2.840.10008.1.2": "Implicit VR LE",
-    "1.2.840.10008.1.2.1": "Explicit VR LE",
-}
-
-
-def name_of(uid: str) -> str:
-    """A short name for the UIDs the raw client negotiates (the UID otherwise)."""
-    return _NAMES.get(uid, uid)
 
 
 @dataclass
@@ -127,13 +116,13 @@ def _request(
     from tdwii_cli import tls as tlsmod
 
     if log.isEnabledFor(logging.DEBUG):
-        offered = ", ".join(name_of(ts) for ts in transfer_syntaxes)
+        offered = ", ".join(uid_name(ts) for ts in transfer_syntaxes)
         log.debug(
             "%s: A-ASSOCIATE-RQ %s -> %s, %s with %s (%s), our max PDU %d",
             peer,
             net.calling_aet,
             net.called_aet,
-            name_of(abstract),
+            uid_name(abstract),
             offered,
             "a context each" if separate else "one context",
             dulraw.MAX_PDU,
@@ -211,12 +200,12 @@ def open_association(
         if chosen is None:
             dulraw.release(sock)
             raise TdwiiError(
-                f"{net.called_aet}@{peer} refused the {name_of(abstract)} context",
+                f"{net.called_aet}@{peer} refused the {uid_name(abstract)} context",
                 exitcodes.ASSOC_REJECTED,
-                hint=f"the peer does not offer {name_of(abstract)} as an SCP",
+                hint=f"the peer does not offer {uid_name(abstract)} as an SCP",
             )
         context_id, syntax = chosen
-        log.info("  accepted  %s  %s", name_of(abstract), name_of(syntax))
+        log.info("  accepted  %s  %s", uid_name(abstract), uid_name(syntax))
         sock.settimeout(net.dimse_timeout)
         established = True
         yield RawAssociation(sock, peer, acc, abstract, context_id, syntax)

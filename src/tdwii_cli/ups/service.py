@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.dsutils import decode
 
@@ -41,11 +41,9 @@ UPS_SOP_CLASSES = (UPS_PUSH, UPS_WATCH, UPS_PULL, UPS_EVENT, UPS_QUERY)
 SCP_SOP_CLASSES = (VERIFICATION, *UPS_SOP_CLASSES)
 # pynetdicom accepts the first of these that the requestor proposes: Explicit VR Little
 # Endian first, the encoding the store keeps (nothing to convert, no dictionary lookups).
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 ACCEPTED_TRANSFER_SYNTAXES = [
-    DEFAULT_TRANSFER_SYNTAXES[1],  # Explicit VR Little Endian
-    DEFAULT_TRANSFER_SYNTAXES[0],  # Implicit VR Little Endian, the default every SCU has
-    *DEFAULT_TRANSFER_SYNTAXES[2:],  # Deflated Explicit VR LE, Explicit VR Big Endian
+    ExplicitVRLittleEndian,
+    *(ts for ts in DEFAULT_TRANSFER_SYNTAXES if ts != ExplicitVRLittleEndian),
 ]
 
 PROCESSING_FAILURE = 0x0110
@@ -135,7 +133,7 @@ def _as_received(event: Any, checked: Dataset, uid: str) -> bytes | None:
     no encoding at all.
     """
     try:
-        if event.context.transfer_syntax != EXPLICIT_VR_LE:
+        if event.context.transfer_syntax != ExplicitVRLittleEndian:
             return None
         if "TransactionUID" in checked or ncreate.missing_type2(checked):
             return None
