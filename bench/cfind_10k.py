@@ -33,10 +33,10 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE, evt
 
-from tdwii_cli.pki import init_pki
+from tdwii_cli.pki.authority import init_pki
+from tdwii_cli.server.store import WorkitemStore
 from tdwii_cli.ups.matching import Query
-from tdwii_cli.ups.store import WorkitemStore
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 MACHINES = 20

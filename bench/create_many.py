@@ -25,8 +25,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from tdwii_cli.pki import init_pki
-from tdwii_cli.workitem import build_workitem, write_part10
+from tdwii_cli.client.dicomfiles import write_part10
+from tdwii_cli.pki.authority import init_pki
+from tdwii_cli.ups.workitem import build_workitem
 
 TDWII = [sys.executable, "-m", "tdwii_cli"]
 

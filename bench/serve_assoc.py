@@ -31,7 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tdwii_cli import dulraw  # the same hand-written upper layer `tdwii echo` uses
+# the same hand-written upper layer `tdwii echo` uses
+from tdwii_cli.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
+from tdwii_cli.net import dimse, pdu
 
 
 def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> float:
@@ -41,14 +43,14 @@ def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> f
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
         sock.sendall(rq)
-        kind, _ = dulraw.read_pdu(sock)
+        kind, _ = pdu.read_pdu(sock)
         if kind != 0x02:
             raise RuntimeError(f"association not accepted (PDU type 0x{kind:02X})")
         sock.sendall(echo)
-        if dulraw.echo_status(dulraw.read_command(sock)) != 0:
+        if dimse.read_message(sock).command.status != 0:
             raise RuntimeError("C-ECHO failed")
-        sock.sendall(dulraw.RELEASE_RQ)
-        kind, _ = dulraw.read_pdu(sock)
+        sock.sendall(pdu.RELEASE_RQ)
+        kind, _ = pdu.read_pdu(sock)
         if kind != 0x06:
             raise RuntimeError(f"release not confirmed (PDU type 0x{kind:02X})")
     return time.perf_counter() - start
@@ -63,7 +65,11 @@ def client_context(certs: Path) -> ssl.SSLContext:
 
 
 def measure(ctx: ssl.SSLContext, port: int, n: int, warmup: int) -> dict[str, float]:
-    rq, echo = dulraw.associate_rq("BENCH", "ANY-SCP"), dulraw.echo_rq(1)
+    contexts = [pdu.PresentationContext(1, VERIFICATION, (IMPLICIT_VR_LE,))]
+    rq = pdu.associate_rq("BENCH", "ANY-SCP", contexts)
+    echo = dimse.encode_message(
+        1, dimse.Command(dimse.C_ECHO_RQ, message_id=1, sop_class=VERIFICATION), None, 0
+    )
     for _ in range(warmup):
         one_association(ctx, port, rq, echo)
     times = []

@@ -12,7 +12,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from tdwii_cli.workitem import build_workitem, write_part10
+from tdwii_cli.client.dicomfiles import write_part10
+from tdwii_cli.ups.workitem import build_workitem
 
 # UIDs under pydicom's example root 1.2.826.0.1.3680043.8.498 ("sample" data, fixed).
 ROOT = "1.2.826.0.1.3680043.8.498.7797"

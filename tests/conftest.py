@@ -95,7 +95,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clients/workitemcreator/workitemcreator.{pem,key,p12}; PKCS#12 password "secret".
     Read-only for tests.
     """
-    from tdwii_cli.pki import init_pki
+    from tdwii_cli.pki.authority import init_pki
 
     directory = tmp_path_factory.mktemp("pki") / "certs"
     init_pki(directory)
@@ -105,7 +105,7 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def other_ca_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second PKI with its own root CA (same layout as `pki_dir`), trusted by nobody."""
-    from tdwii_cli.pki import init_pki
+    from tdwii_cli.pki.authority import init_pki
 
     directory = tmp_path_factory.mktemp("other-pki") / "certs"
     init_pki(directory, org="other")

@@ -22,7 +22,8 @@ import pydicom
 import pytest
 
 from conftest import TdwiiServer, free_port, start_tdwii_server
-from tdwii_cli.workitem import build_workitem, write_part10
+from tdwii_cli.client.dicomfiles import write_part10
+from tdwii_cli.ups.workitem import build_workitem
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "ups_truebeam1_breast_left.dcm"
@@ -138,7 +139,7 @@ def _workitems(folder: Path, n: int, prefix: str = "w") -> list[Path]:
 
 
 def _stored(server: TdwiiServer, uid: str) -> pydicom.Dataset:
-    from tdwii_cli.ups.store import WorkitemStore  # written by issue 4
+    from tdwii_cli.server.store import WorkitemStore
 
     store = WorkitemStore(server.db)
     try:
@@ -331,7 +332,7 @@ def test_complete_workitem_is_stored_byte_for_byte(server: TdwiiServer, tmp_path
     sends the file's data set bytes, and the server keeps what it received (nothing to add)."""
     import sqlite3
 
-    from tdwii_cli.dicomfiles import dataset_bytes
+    from tdwii_cli.client.dicomfiles import dataset_bytes
 
     (path,) = _workitems(tmp_path / "one", 1, prefix="raw")
     result = run(tmp_path, "--mtls", "--ca", str(server_ca(server)), *client_files(server),

@@ -111,7 +111,7 @@ def test_one_shot_echo_imports_no_pynetdicom_pydicom_or_cryptography(
     )
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "tdwii_cli.echoing" in imported  # the import log is really there
+    assert "tdwii_cli.client.echo" in imported  # the import log is really there
     heavy = ("pynetdicom", "pydicom", "cryptography")  # the own-certificate check reads DER
     assert not {m for m in imported if m.split(".")[0] in heavy}
 

@@ -32,9 +32,12 @@ from conftest import (
     run_echo_cli,
     storescp_peer,
 )
-from tdwii_cli import pki
-from tdwii_cli.tls import build_client_context, build_server_context, describe_handshake_error
-from tdwii_cli.tlsoptions import TlsOptions
+from tdwii_cli.pki.authority import init_pki, load_ca, revoke
+from tdwii_cli.pki.certs import make_leaf, write_cert
+from tdwii_cli.pki.keys import write_key
+from tdwii_cli.tls.context import build_client_context, build_server_context
+from tdwii_cli.tls.diagnosis import describe_handshake_error
+from tdwii_cli.tls.options import TlsOptions
 
 CA, SRV, CLI = PKI_CA, PKI_SERVER, PKI_CLIENT
 
@@ -42,11 +45,11 @@ CA, SRV, CLI = PKI_CA, PKI_SERVER, PKI_CLIENT
 @pytest.fixture(scope="module")
 def other_name_cert(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A server certificate from the `pki_dir` CA for "other.example" only (no default SANs)."""
-    ca_key, ca_cert = pki.load_ca(pki_dir)
-    key, cert = pki.make_leaf(ca_key, ca_cert, "other", sans=["other.example"], default_sans=False)
+    ca_key, ca_cert = load_ca(pki_dir)
+    key, cert = make_leaf(ca_key, ca_cert, "other", sans=["other.example"], default_sans=False)
     d = tmp_path_factory.mktemp("othername")
-    pki.write_key(d / "o.key", key)
-    pki.write_cert(d / "o.pem", cert)
+    write_key(d / "o.key", key)
+    write_cert(d / "o.pem", cert)
     return d / "o.pem", d / "o.key"
 
 
@@ -54,8 +57,8 @@ def other_name_cert(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def revoked_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PKI whose server certificate (worklistmanager) is revoked in rootCA/rootCA.crl.pem."""
     directory = tmp_path_factory.mktemp("revoked") / "certs"
-    pki.init_pki(directory)
-    pki.revoke(directory, "worklistmanager")
+    init_pki(directory)
+    revoke(directory, "worklistmanager")
     return directory
 
 
@@ -114,15 +117,15 @@ def test_hostname_mismatch_is_refused_and_can_be_turned_off(
 def test_expired_or_not_yet_valid_server_certificate_is_63(
     pki_dir: Path, tmp_path: Path, when: str, words: str
 ) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
+    ca_key, ca_cert = load_ca(pki_dir)
     now = dt.datetime.now(dt.timezone.utc)
     if when == "past":
         span = (now - dt.timedelta(days=60), now - dt.timedelta(days=2))
     else:
         span = (now + dt.timedelta(days=1), now + dt.timedelta(days=9))
-    key, cert = pki.make_leaf(ca_key, ca_cert, "oldserver", not_before=span[0], not_after=span[1])
-    pki.write_key(tmp_path / "old.key", key)
-    pki.write_cert(tmp_path / "old.pem", cert)
+    key, cert = make_leaf(ca_key, ca_cert, "oldserver", not_before=span[0], not_after=span[1])
+    write_key(tmp_path / "old.key", key)
+    write_cert(tmp_path / "old.pem", cert)
     (tmp_path / "rootCA").mkdir()
     shutil.copyfile(pki_dir / CA, tmp_path / CA)
     with storescp_peer(tmp_path, node="old") as port:
@@ -173,10 +176,10 @@ def test_handshake_timeout_is_63_within_the_connect_timeout(pki_dir: Path) -> No
 
 def _own_node(tmp: Path, pki_root: Path, **kw: object) -> list[str]:
     """`--mtls` options with a fresh client certificate "bad" made with `make_leaf(**kw)`."""
-    ca_key, ca_cert = pki.load_ca(pki_root)
-    key, cert = pki.make_leaf(ca_key, ca_cert, "bad", **kw)  # type: ignore[arg-type]
-    pki.write_key(tmp / "bad.key", key)
-    pki.write_cert(tmp / "bad.pem", cert)
+    ca_key, ca_cert = load_ca(pki_root)
+    key, cert = make_leaf(ca_key, ca_cert, "bad", **kw)  # type: ignore[arg-type]
+    write_key(tmp / "bad.key", key)
+    write_cert(tmp / "bad.pem", cert)
     return mtls_args(tmp, node="bad", ca=pki_root / CA)
 
 

@@ -20,11 +20,11 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 from conftest import free_port, start_tdwii_server
-from tdwii_cli.serveconfig import KnownAE
-from tdwii_cli.ups.eventjournal import EventJournal
-from tdwii_cli.ups.events import EventSender
-from tdwii_cli.ups.store import WorkitemStore
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.server.config import KnownAE
+from tdwii_cli.server.eventjournal import EventJournal
+from tdwii_cli.server.events import EventSender
+from tdwii_cli.server.store import WorkitemStore
+from tdwii_cli.ups.workitem import build_workitem
 
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"

@@ -8,9 +8,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from tdwii_cli.dicom.values import valid_dt
 from tdwii_cli.ups import ncreate
-from tdwii_cli.ups.ncreate import Problem, check_ncreate, complete_type2, first_status, valid_dt
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.ups.ncreate import Problem, check_ncreate, complete_type2, first_status
+from tdwii_cli.ups.workitem import build_workitem
 
 
 def _good() -> Dataset:

@@ -1,7 +1,8 @@
-"""The connection log (tdwii_cli.netlog) and the shared pynetdicom client (tdwii_cli.scu).
+"""The connection log (`tdwii_cli.net.log`): handshakes, associations, DIMSE lines, status
+words, on the client and in `tdwii serve`'s log.
 
-Real handshakes over loopback and real associations with `tdwii serve` or an
-in-process pynetdicom AE; the log lines are captured from the `tdwii.net` logger.
+Real handshakes over loopback and real associations with `tdwii serve`; the
+client's lines are captured from the `tdwii.net` logger, the server's from its log.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ import re
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tdwii_cli import exitcodes, netlog, scu, tls
-from tdwii_cli.console import setup_logging
-from tdwii_cli.errors import TdwiiError
-from tdwii_cli.tlsoptions import TlsOptions
+from tdwii_cli.cli.console import setup_logging
+from tdwii_cli.dicom.status import format_status, status_text
+from tdwii_cli.net import log as netlog
+from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.dimse import C_ECHO_RQ, Command
+from tdwii_cli.net.options import ScuOptions
+from tdwii_cli.server.acceptor import log_handlers
+from tdwii_cli.tls.context import build_client_context, build_server_context
+from tdwii_cli.tls.options import TlsOptions
 
 SERVER = "servers/worklistmanager/worklistmanager"
 CLIENT = "clients/workitemcreator/workitemcreator"
@@ -84,29 +89,21 @@ def server_opts(certs: Path) -> TlsOptions:
 
 
 def test_status_words_from_pynetdicom_tables() -> None:
-    assert netlog.format_status(0x0000) == "0x0000 (Success)"
-    assert netlog.format_status(0xC309).startswith("0xC309 (Failure: ")
-    assert "SCHEDULED" in netlog.status_text(0xC309)
-    assert "Duplicat" in netlog.status_text(0x0111)
-    assert netlog.status_text(0xB300).startswith("Warning")
-    assert netlog.status_text(0xC123).startswith("Failure")  # a range, not a listed code
-    assert netlog.status_text(0x1234) == "Unknown status"
-    assert scu.status_text is netlog.status_text
-
-
-def test_dimse_exit_codes() -> None:
-    assert scu.dimse_exit_code(0) == exitcodes.OK
-    assert scu.dimse_exit_code(0xB300) == exitcodes.DIMSE_FAILURE
-    assert scu.dimse_exit_code(0xC309) == exitcodes.DIMSE_FAILURE
-    assert scu.dimse_exit_code(None) == exitcodes.ASSOC_ABORTED
+    assert format_status(0x0000) == "0x0000 (Success)"
+    assert format_status(0xC309).startswith("0xC309 (Failure: ")
+    assert "SCHEDULED" in status_text(0xC309)
+    assert "Duplicat" in status_text(0x0111)
+    assert status_text(0xB300).startswith("Warning")
+    assert status_text(0xC123).startswith("Failure")  # a range, not a listed code
+    assert status_text(0x1234) == "Unknown status"
 
 
 # ---------------------------------------------------------------------- handshakes
 
 
 def _tls_pair(pki_dir: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket, socket.socket]:
-    server_ctx = tls.build_server_context(server_opts(pki_dir))
-    client_ctx = tls.build_client_context(client_opts(pki_dir))
+    server_ctx = build_server_context(server_opts(pki_dir))
+    client_ctx = build_client_context(client_opts(pki_dir))
     listener = socket.create_server(("127.0.0.1", 0))
     result: dict[str, ssl.SSLSocket] = {}
 
@@ -125,8 +122,8 @@ def _tls_pair(pki_dir: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket, socket.socke
 def test_handshake_ok_short_line_at_v(pki_dir: Path, lines: Lines) -> None:
     client, server, listener = _tls_pair(pki_dir)
     try:
-        netlog.log_handshake_ok("127.0.0.1:2762", client)
-        netlog.log_handshake_ok("127.0.0.1:50000", server)
+        netlog.handshake_ok("127.0.0.1:2762", client)
+        netlog.handshake_ok("127.0.0.1:50000", server)
     finally:
         client.close()
         server.close()
@@ -146,23 +143,26 @@ def test_handshake_ok_full_certificate_at_d(pki_dir: Path, lines: Lines) -> None
     lines.set_to(logging.DEBUG, debug=True)  # stderr is not a terminal here: plain lines
     client, server, listener = _tls_pair(pki_dir)
     try:
-        netlog.log_handshake_ok("127.0.0.1:2762", client)
+        netlog.handshake_ok("127.0.0.1:2762", client)
     finally:
         client.close()
         server.close()
         listener.close()
-    detail = [r.getMessage() for r in lines.records if r.levelno == logging.DEBUG]
+    detail = [r for r in lines.records if r.levelno == logging.DEBUG]
     assert len(detail) == 1
-    assert "subject=" in detail[0] and "sans=" in detail[0] and "localhost" in detail[0]
-    fingerprint = detail[0].split("sha256=")[1]
+    text = detail[0].getMessage()
+    assert "subject=" in text and "sans=" in text and "localhost" in text
+    fingerprint = text.split("sha256=")[1]
     assert len(fingerprint) == 95  # all 32 bytes, colon-separated
+    # the record carries the certificate, which a terminal shows as a table
+    assert detail[0].certificate.subject_cn == "worklistmanager"  # type: ignore[attr-defined]
 
 
 def test_handshake_ok_is_silent_by_default(pki_dir: Path, lines: Lines) -> None:
     lines.set_to(logging.WARNING)
     client, server, listener = _tls_pair(pki_dir)
     try:
-        netlog.log_handshake_ok("127.0.0.1:2762", client)
+        netlog.handshake_ok("127.0.0.1:2762", client)
     finally:
         client.close()
         server.close()
@@ -171,7 +171,7 @@ def test_handshake_ok_is_silent_by_default(pki_dir: Path, lines: Lines) -> None:
 
 
 def test_handshake_failed_one_warning_line(pki_dir: Path, lines: Lines) -> None:
-    server_ctx = tls.build_server_context(server_opts(pki_dir))
+    server_ctx = build_server_context(server_opts(pki_dir))
     listener = socket.create_server(("127.0.0.1", 0))
     seen: dict[str, BaseException] = {}
 
@@ -190,7 +190,7 @@ def test_handshake_failed_one_warning_line(pki_dir: Path, lines: Lines) -> None:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         thread.join(5)
     listener.close()
-    netlog.log_handshake_failed("127.0.0.1:40000", seen["exc"], side="server")
+    netlog.handshake_failed("127.0.0.1:40000", seen["exc"], side="server")
     warnings = [r for r in lines.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     text = warnings[0].getMessage()
@@ -199,172 +199,60 @@ def test_handshake_failed_one_warning_line(pki_dir: Path, lines: Lines) -> None:
     assert warnings[0].exc_info is None  # no traceback
 
 
-# ---------------------------------------------------------------------- associations (scu)
+# ---------------------------------------------------------------------- associations
 
 
-def test_association_log_against_tdwii_serve(tdwii_server, serve_workdir: Path, lines: Lines):  # type: ignore[no-untyped-def]
-    opts = client_opts(serve_workdir / "certs")
-    assoc = scu.associate(
+def test_association_lines_on_both_sides(tdwii_server, serve_workdir: Path, lines: Lines):  # type: ignore[no-untyped-def]
+    """The client logs what the peer accepted and refused; the server logs the association and
+    each DIMSE message with its status and round trip, with the same words."""
+    ctx = build_client_context(client_opts(serve_workdir / "certs"))
+    options = ScuOptions(calling_aet="LOGTEST", connect_timeout=5, dimse_timeout=5)
+    start = len(tdwii_server.log_text())
+    with open_association(
         "localhost",
         tdwii_server.port,
-        tls=opts,
-        contexts=(VERIFICATION, CT_STORAGE),
-        calling_aet="LOGTEST",
-    )
-    try:
-        sock = assoc.dul.socket.socket
+        ctx,
+        options,
+        propose([VERIFICATION, CT_STORAGE]),
+        required=[VERIFICATION],
+    ) as assoc:
+        sock = assoc.sock
         assert isinstance(sock, ssl.SSLSocket)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # no Nagle stalls
-        status = assoc.send_c_echo()
-        assert status.Status == 0
-    finally:
-        assoc.release()
+        request = Command(C_ECHO_RQ, message_id=assoc.next_message_id(), sop_class=VERIFICATION)
+        (reply,) = assoc.request(request, None, assoc.context(VERIFICATION))
+        assert reply.command.status == 0
     text = lines.text()
-    assert f"127.0.0.1:{tdwii_server.port}: association accepted, LOGTEST -> ANY-SCP" in text
+    assert f"localhost:{tdwii_server.port}: association accepted, LOGTEST -> ANY-SCP" in text
     assert re.search(r"accepted  Verification  (Implicit|Explicit) VR LE", text)
-    assert f"rejected  {CT_STORAGE}  (Abstract Syntax Not Supported)" in text
-    assert "sent C-ECHO-RQ id=1" in text
-    rsp = [line for line in text.splitlines() if "received C-ECHO-RSP" in line]
-    assert len(rsp) == 1 and "status 0x0000 (Success) in " in rsp[0] and rsp[0].endswith(" ms")
+    assert f"rejected  {CT_STORAGE}  (abstract syntax not supported)" in text
     assert "association released" in text
-    assert not netlog._pending  # every request got its answer and was forgotten
+    served = tdwii_server.wait_log("association released", start)
+    assert "association accepted, LOGTEST -> UPSSCP" in served
+    assert f"rejected  {CT_STORAGE}  (Abstract Syntax Not Supported)" in served
+    assert "received C-ECHO-RQ id=1" in served
+    rsp = [line for line in served.splitlines() if "sent C-ECHO-RSP" in line]
+    assert len(rsp) == 1 and "status 0x0000 (Success) in " in rsp[0] and rsp[0].endswith(" ms")
 
 
-def test_abort_is_logged(tdwii_server, serve_workdir: Path, lines: Lines):  # type: ignore[no-untyped-def]
-    assoc = scu.associate("localhost", tdwii_server.port, tls=client_opts(serve_workdir / "certs"))
-    assoc.abort()
-    assert "association aborted" in lines.text(logging.WARNING)
+def test_abort_is_logged_by_the_server(tdwii_server, serve_workdir: Path):  # type: ignore[no-untyped-def]
+    ctx = build_client_context(client_opts(serve_workdir / "certs"))
+    start = len(tdwii_server.log_text())
+    with (
+        pytest.raises(RuntimeError),
+        open_association(
+            "localhost", tdwii_server.port, ctx, ScuOptions(), propose([VERIFICATION])
+        ),
+    ):
+        raise RuntimeError("the body fails: the association is aborted")
+    assert "association aborted" in tdwii_server.wait_log("association aborted", start)
 
 
-@pytest.mark.parametrize("round_", [1, 2, 3])
-def test_many_echoes_on_one_association_none_lost(tdwii_server, serve_workdir: Path, round_: int):  # type: ignore[no-untyped-def]
-    """The pynetdicom client against a fast peer: no C-ECHO response may go missing.
-
-    Without `scu.keep_responses_for_the_caller` about 4 in 10 runs of 1000 lost one
-    (the association reactor took it) and waited for the DIMSE timeout, then aborted."""
-    setup_logging(logging.WARNING)
-    assoc = scu.associate(
-        "localhost", tdwii_server.port, tls=client_opts(serve_workdir / "certs"), dimse_timeout=5
-    )
-    start = time.monotonic()
-    try:
-        statuses = []
-        for _ in range(1000):
-            rsp = assoc.send_c_echo()
-            statuses.append(rsp.Status if "Status" in rsp else None)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    elapsed = time.monotonic() - start
-    assert statuses == [0] * 1000
-    assert elapsed < 30, f"1000 echoes took {elapsed:.1f} s (a lost response waits for -td)"
-
-
-def test_reactor_poll_leaves_responses_for_the_waiting_caller(tdwii_server, serve_workdir: Path):  # type: ignore[no-untyped-def]
-    """The guard itself, deterministically: the reactor's non-blocking poll does not take a
-    response off the DIMSE queue; the blocking get of the send_*() caller does."""
-    from pynetdicom.dimse_primitives import C_ECHO
-
-    assoc = scu.associate("localhost", tdwii_server.port, tls=client_opts(serve_workdir / "certs"))
-    try:
-        assert getattr(type(assoc.dimse), "_tdwii_guard", False)
-        rsp = C_ECHO()
-        rsp.MessageIDBeingRespondedTo = 7
-        rsp.Status = 0x0000
-        request = C_ECHO()
-        request.MessageID = 8
-        assoc._reactor_checkpoint.clear()  # keep the real reactor out of this
-        while not assoc._is_paused:
-            time.sleep(0.001)
-        assoc.dimse.msg_queue.put((1, rsp))
-        assert assoc.dimse.get_msg(block=False) == (None, None)
-        assert assoc.dimse.msg_queue.qsize() == 1
-        assert assoc.dimse.get_msg(block=True) == (1, rsp)
-        assoc.dimse.msg_queue.put((1, request))  # a request from the peer is still served
-        assert assoc.dimse.get_msg(block=False) == (1, request)
-        assoc._reactor_checkpoint.set()
-    finally:
-        assoc.release()
-
-
-def test_scu_closed_port_is_60(pki_dir: Path) -> None:
-    from conftest import free_port
-
-    with pytest.raises(TdwiiError) as info:
-        scu.associate("127.0.0.1", free_port(), tls=client_opts(pki_dir))
-    assert info.value.exit_code == exitcodes.UNREACHABLE
-    assert "cannot reach 127.0.0.1:" in info.value.message
-
-
-def test_scu_untrusted_client_is_63_with_the_reason(
-    tdwii_server, serve_workdir: Path, other_ca_pki: Path
-):  # type: ignore[no-untyped-def]
-    opts = client_opts(other_ca_pki, ca=serve_workdir / "certs/rootCA/rootCA.pem")
-    with pytest.raises(TdwiiError) as info:
-        scu.associate("localhost", tdwii_server.port, tls=opts)
-    assert info.value.exit_code == exitcodes.TLS_HANDSHAKE
-    assert info.value.message.startswith(f"TLS handshake with localhost:{tdwii_server.port} failed")
-    assert "CA the peer does not trust" in info.value.message
-
-
-def test_scu_server_from_untrusted_ca_is_63(tdwii_server, other_ca_pki: Path):  # type: ignore[no-untyped-def]
-    with pytest.raises(TdwiiError) as info:
-        scu.associate("localhost", tdwii_server.port, tls=client_opts(other_ca_pki))
-    assert info.value.exit_code == exitcodes.TLS_HANDSHAKE
-    assert "untrusted CA" in info.value.message
-
-
-def test_scu_no_client_certificate_is_63(tdwii_server, serve_workdir: Path):  # type: ignore[no-untyped-def]
-    with pytest.raises(TdwiiError) as info:
-        scu.associate(
-            "localhost", tdwii_server.port, tls=client_opts(serve_workdir / "certs", "tls")
-        )
-    assert info.value.exit_code == exitcodes.TLS_HANDSHAKE
-    assert "client certificate" in info.value.message
-
-
-def test_scu_plain_dicom_to_tls_port_is_62(tdwii_server):  # type: ignore[no-untyped-def]
-    with pytest.raises(TdwiiError) as info:
-        scu.associate("127.0.0.1", tdwii_server.port, tls=TlsOptions(role="client"))
-    assert info.value.exit_code == exitcodes.ASSOC_ABORTED
-    assert "TLS" in info.value.hint
-
-
-@pytest.fixture()
-def picky_ae() -> Iterator[int]:
-    """An in-process pynetdicom Verification SCP that insists on its own AE title."""
-    from pynetdicom import AE
-
-    ae = AE("PICKY")
-    ae.require_called_aet = True
-    ae.add_supported_context(VERIFICATION)
-    server = ae.start_server(("127.0.0.1", 0), block=False)
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-
-
-def test_scu_rejected_is_61(picky_ae: int, lines: Lines) -> None:
-    with pytest.raises(TdwiiError) as info:
-        scu.associate("127.0.0.1", picky_ae, tls=TlsOptions(role="client"), called_aet="WRONG")
-    assert info.value.exit_code == exitcodes.ASSOC_REJECTED
-    assert "association rejected by WRONG@127.0.0.1" in info.value.message
-    assert "Called AE title not recognised" in info.value.message
-    assert "association rejected" in lines.text(logging.WARNING)
-
-
-def test_scu_no_context_accepted_is_61(picky_ae: int) -> None:
-    with pytest.raises(TdwiiError) as info:
-        scu.associate(
-            "127.0.0.1",
-            picky_ae,
-            tls=TlsOptions(role="client"),
-            called_aet="PICKY",
-            contexts=(CT_STORAGE,),
-        )
-    assert info.value.exit_code == exitcodes.ASSOC_REJECTED
-    assert "accepted none of our presentation contexts" in info.value.message
+def test_peer_text_is_escaped_in_log_lines(lines: Lines) -> None:
+    netlog.association_accepted("127.0.0.1:1", "EVIL\x1b[31m\n", "UPSSCP", 0, [])
+    text = lines.text()
+    assert "\x1b" not in text and "\n" not in text.split("accepted, ")[1]
+    assert "EVIL\\x1b[31m\\n" in text
 
 
 def test_pynetdicom_noise_is_folded() -> None:
@@ -373,4 +261,4 @@ def test_pynetdicom_noise_is_folded() -> None:
     setup_logging(logging.DEBUG, debug=True)
     assert logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
     setup_logging(logging.WARNING)
-    assert netlog.association_handlers() == []  # no per-message work below -v
+    assert log_handlers() == []  # no per-message work below -v

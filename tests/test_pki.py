@@ -14,10 +14,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import require_tool
-from tdwii_cli import pki
-from tdwii_cli.certinfo import cert_info, one_line
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.fileio import FileSpec, write_files
+from tdwii_cli.pki.authority import init_pki, issue_node, load_ca, revoke, write_crl
+from tdwii_cli.pki.certs import (
+    key_problem,
+    load_cert,
+    local_hostname,
+    make_leaf,
+    verify_chain,
+    write_cert,
+)
+from tdwii_cli.pki.crl import load_crl
+from tdwii_cli.pki.keys import KeySpec, generate_key, load_key, write_key
+from tdwii_cli.pki.layout import node_paths
+from tdwii_cli.tls.certinfo import cert_info, one_line
 
 LAYOUT = [
     "rootCA/rootCA.pem",
@@ -66,7 +77,7 @@ def test_keys_are_0600_even_with_a_permissive_umask(tmp_path: Path) -> None:
 
     old = os.umask(0)
     try:
-        pki.init_pki(tmp_path / "certs")
+        init_pki(tmp_path / "certs")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "certs" / f"{SERVER}.key").stat().st_mode) == 0o600
@@ -75,7 +86,7 @@ def test_keys_are_0600_even_with_a_permissive_umask(tmp_path: Path) -> None:
 
 
 def test_ca_extensions(pki_dir: Path) -> None:
-    ca = pki.load_cert(pki_dir / "rootCA/rootCA.pem")
+    ca = load_cert(pki_dir / "rootCA/rootCA.pem")
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
     ku = ca.extensions.get_extension_for_class(x509.KeyUsage)
@@ -88,8 +99,8 @@ def test_ca_extensions(pki_dir: Path) -> None:
 
 @pytest.mark.parametrize(("rel", "cn"), [(SERVER, "worklistmanager"), (CLIENT, "workitemcreator")])
 def test_leaf_extensions(pki_dir: Path, rel: str, cn: str) -> None:
-    ca = pki.load_cert(pki_dir / "rootCA/rootCA.pem")
-    cert = pki.load_cert(pki_dir / f"{rel}.pem")
+    ca = load_cert(pki_dir / "rootCA/rootCA.pem")
+    cert = load_cert(pki_dir / f"{rel}.pem")
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
     assert cert.issuer == ca.subject
     cert.verify_directly_issued_by(ca)
@@ -105,7 +116,7 @@ def test_leaf_extensions(pki_dir: Path, rel: str, cn: str) -> None:
     dns = sans.get_values_for_type(x509.DNSName)
     ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     assert "localhost" in dns and {"127.0.0.1", "::1"} <= ips
-    host = pki.local_hostname()
+    host = local_hostname()
     if host:
         assert host in dns
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
@@ -113,7 +124,7 @@ def test_leaf_extensions(pki_dir: Path, rel: str, cn: str) -> None:
     assert aki.key_identifier == ski.digest
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     # the private key belongs to the certificate
-    key = pki.load_key(pki_dir / f"{rel}.key")
+    key = load_key(pki_dir / f"{rel}.key")
     assert key.public_key() == cert.public_key()
     days = (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days
     assert 396 <= days <= 398
@@ -202,69 +213,69 @@ def test_openssl_reads_key_store(pki_dir: Path) -> None:
 def test_refuses_existing_pki_and_changes_nothing(pki_dir: Path) -> None:
     before = snapshot(pki_dir)
     with pytest.raises(TdwiiError, match="already holds a PKI"):
-        pki.init_pki(pki_dir)
+        init_pki(pki_dir)
     assert snapshot(pki_dir) == before
 
 
 def test_force_replaces_everything(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
+    init_pki(directory)
     before = snapshot(directory)
-    pki.init_pki(directory, force=True)
+    init_pki(directory, force=True)
     after = snapshot(directory)
     assert set(after) == set(before)
     assert all(after[name][0] != before[name][0] for name in before)
 
 
 def test_rsa_pki(tmp_path: Path) -> None:
-    result = pki.init_pki(tmp_path / "certs", key_spec=pki.KeySpec("rsa", 3072))
+    result = init_pki(tmp_path / "certs", key_spec=KeySpec("rsa", 3072))
     assert result.key_spec.describe() == "RSA 3072"
-    cert = pki.load_cert(tmp_path / "certs" / f"{SERVER}.pem")
+    cert = load_cert(tmp_path / "certs" / f"{SERVER}.pem")
     key = cert.public_key()
     assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 3072
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
-    ca = pki.load_cert(tmp_path / "certs/rootCA/rootCA.pem")
-    assert pki.verify_chain(cert, [ca]) is None
+    ca = load_cert(tmp_path / "certs/rootCA/rootCA.pem")
+    assert verify_chain(cert, [ca]) is None
 
 
 def test_weak_rsa_refused() -> None:
     with pytest.raises(TdwiiError, match="too weak"):
-        pki.KeySpec("rsa", 1024)
+        KeySpec("rsa", 1024)
 
 
 def test_weak_key_only_on_purpose_and_flagged(pki_dir: Path) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
+    ca_key, ca_cert = load_ca(pki_dir)
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    _, cert = pki.make_leaf(ca_key, ca_cert, "weak", key=weak)
+    _, cert = make_leaf(ca_key, ca_cert, "weak", key=weak)
     assert cert.public_key().key_size == 1024  # type: ignore[union-attr]
-    problem = pki.key_problem(cert)
+    problem = key_problem(cert)
     assert problem is not None and "1024" in problem
 
 
 def test_extra_sans_and_no_defaults(pki_dir: Path) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
-    _, cert = pki.make_leaf(
+    ca_key, ca_cert = load_ca(pki_dir)
+    _, cert = make_leaf(
         ca_key, ca_cert, "tms", sans=["tms.example.org", "10.1.2.3"], default_sans=False
     )
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["tms.example.org"]
     assert [str(i) for i in sans.get_values_for_type(x509.IPAddress)] == ["10.1.2.3"]
     with pytest.raises(TdwiiError, match="neither a host name"):
-        pki.make_leaf(ca_key, ca_cert, "x", sans=["not a name"])
+        make_leaf(ca_key, ca_cert, "x", sans=["not a name"])
 
 
 def test_verify_chain(pki_dir: Path, other_ca_pki: Path) -> None:
-    ca = pki.load_cert(pki_dir / "rootCA/rootCA.pem")
-    assert pki.verify_chain(pki.load_cert(pki_dir / f"{CLIENT}.pem"), [ca]) is None
-    assert pki.verify_chain(ca, [ca]) is None
-    foreign = pki.load_cert(other_ca_pki / f"{CLIENT}.pem")
-    assert pki.verify_chain(foreign, [ca]) == "not issued by the given CA"
-    ca_key, ca_cert = pki.load_ca(pki_dir)
+    ca = load_cert(pki_dir / "rootCA/rootCA.pem")
+    assert verify_chain(load_cert(pki_dir / f"{CLIENT}.pem"), [ca]) is None
+    assert verify_chain(ca, [ca]) is None
+    foreign = load_cert(other_ca_pki / f"{CLIENT}.pem")
+    assert verify_chain(foreign, [ca]) == "not issued by the given CA"
+    ca_key, ca_cert = load_ca(pki_dir)
     past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-    _, expired = pki.make_leaf(
+    _, expired = make_leaf(
         ca_key, ca_cert, "old", not_before=past, not_after=past + dt.timedelta(days=30)
     )
-    reason = pki.verify_chain(expired, [ca])
+    reason = verify_chain(expired, [ca])
     assert reason is not None and "expired" in reason
     assert cert_info(expired).validity() == "expired"
     assert "expired" in one_line(cert_info(expired))
@@ -272,41 +283,41 @@ def test_verify_chain(pki_dir: Path, other_ca_pki: Path) -> None:
 
 def test_issue_node_and_refusal(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
-    result = pki.issue_node(directory, "client", "watcher", sans=["watcher.local"])
-    paths = pki.node_paths(directory, "client", "watcher")
+    init_pki(directory)
+    result = issue_node(directory, "client", "watcher", sans=["watcher.local"])
+    paths = node_paths(directory, "client", "watcher")
     assert result.files == [paths.cert, paths.key, paths.p12]
-    cert = pki.load_cert(paths.cert)
-    ca = pki.load_cert(directory / "rootCA/rootCA.pem")
-    assert pki.verify_chain(cert, [ca]) is None
+    cert = load_cert(paths.cert)
+    ca = load_cert(directory / "rootCA/rootCA.pem")
+    assert verify_chain(cert, [ca]) is None
     assert "watcher.local" in cert.extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     ).value.get_values_for_type(x509.DNSName)
     before = snapshot(directory)
     with pytest.raises(TdwiiError, match="already exists"):
-        pki.issue_node(directory, "client", "watcher")
+        issue_node(directory, "client", "watcher")
     assert snapshot(directory) == before
     with pytest.raises(TdwiiError, match="not a usable node name"):
-        pki.issue_node(directory, "server", "../evil")
+        issue_node(directory, "server", "../evil")
 
 
 def test_revoke_writes_crl(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
-    pki.issue_node(directory, "client", "watcher")
-    revoked = pki.load_cert(directory / "clients/watcher/watcher.pem")
-    kept = pki.load_cert(directory / f"{CLIENT}.pem")
-    result = pki.revoke(directory, "watcher")
+    init_pki(directory)
+    issue_node(directory, "client", "watcher")
+    revoked = load_cert(directory / "clients/watcher/watcher.pem")
+    kept = load_cert(directory / f"{CLIENT}.pem")
+    result = revoke(directory, "watcher")
     assert result.revoked_serial == revoked.serial_number
-    crl = pki.load_crl(directory / "rootCA/rootCA.crl.pem")
-    ca = pki.load_cert(directory / "rootCA/rootCA.pem")
+    crl = load_crl(directory / "rootCA/rootCA.crl.pem")
+    ca = load_cert(directory / "rootCA/rootCA.pem")
     assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
     assert crl.get_revoked_certificate_by_serial_number(revoked.serial_number) is not None
     assert crl.get_revoked_certificate_by_serial_number(kept.serial_number) is None
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     # reissuing keeps the entry and bumps the number
-    pki.write_crl(directory)
-    crl2 = pki.load_crl(directory / "rootCA/rootCA.crl.pem")
+    write_crl(directory)
+    crl2 = load_crl(directory / "rootCA/rootCA.crl.pem")
     assert crl2.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number + 1
     assert crl2.get_revoked_certificate_by_serial_number(revoked.serial_number) is not None
     # openssl sees the same
@@ -344,30 +355,30 @@ def test_revoke_writes_crl(tmp_path: Path) -> None:
 
 def test_revoke_unknown_and_ambiguous(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
+    init_pki(directory)
     with pytest.raises(TdwiiError, match="no node 'nobody'"):
-        pki.revoke(directory, "nobody")
-    pki.issue_node(directory, "server", "both")
-    pki.issue_node(directory, "client", "both")
+        revoke(directory, "nobody")
+    issue_node(directory, "server", "both")
+    issue_node(directory, "client", "both")
     with pytest.raises(TdwiiError, match="both a server and a client"):
-        pki.revoke(directory, "both")
-    pki.revoke(directory, "clients/both")
-    crl = pki.load_crl(directory / "rootCA/rootCA.crl.pem")
+        revoke(directory, "both")
+    revoke(directory, "clients/both")
+    crl = load_crl(directory / "rootCA/rootCA.crl.pem")
     assert len(list(crl)) == 1
 
 
 def test_encrypted_ca_key(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory, ca_password=b"ca-pass-1")
+    init_pki(directory, ca_password=b"ca-pass-1")
     assert b"ENCRYPTED PRIVATE KEY" in (directory / "rootCA/rootCA.key").read_bytes()
     with pytest.raises(TdwiiError, match="is encrypted") as missing:
-        pki.issue_node(directory, "server", "n1")
+        issue_node(directory, "server", "n1")
     assert "--ca-password-file" in str(missing.value)
     with pytest.raises(TdwiiError, match="wrong password") as wrong:
-        pki.issue_node(directory, "server", "n1", ca_password=b"nope")
+        issue_node(directory, "server", "n1", ca_password=b"nope")
     assert "nope" not in str(wrong.value)
     assert not (directory / "servers/n1").exists()
-    pki.issue_node(directory, "server", "n1", ca_password=b"ca-pass-1")
+    issue_node(directory, "server", "n1", ca_password=b"ca-pass-1")
     assert (directory / "servers/n1/n1.pem").is_file()
 
 
@@ -375,35 +386,35 @@ def test_load_errors(tmp_path: Path, pki_dir: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("hello\n")
     with pytest.raises(TdwiiError, match="is not a certificate"):
-        pki.load_cert(junk)
+        load_cert(junk)
     with pytest.raises(TdwiiError, match="a private key, not a certificate"):
-        pki.load_cert(pki_dir / f"{SERVER}.key")
+        load_cert(pki_dir / f"{SERVER}.key")
     with pytest.raises(TdwiiError, match="not a private key"):
-        pki.load_key(pki_dir / f"{SERVER}.pem")
+        load_key(pki_dir / f"{SERVER}.pem")
     with pytest.raises(TdwiiError, match="not found"):
-        pki.load_cert(tmp_path / "missing.pem")
+        load_cert(tmp_path / "missing.pem")
     with pytest.raises(TdwiiError, match="is a folder"):
-        pki.load_cert(tmp_path)
+        load_cert(tmp_path)
     # DER certificates load too
     der = tmp_path / "c.der"
-    cert = pki.load_cert(pki_dir / f"{SERVER}.pem")
+    cert = load_cert(pki_dir / f"{SERVER}.pem")
     from cryptography.hazmat.primitives.serialization import Encoding
 
     der.write_bytes(cert.public_bytes(Encoding.DER))
-    assert pki.load_cert(der) == cert
+    assert load_cert(der) == cert
 
 
 def test_write_key_and_cert(tmp_path: Path, pki_dir: Path) -> None:
-    key = pki.generate_key()
-    pki.write_key(tmp_path / "k.key", key, b"pw")
+    key = generate_key()
+    write_key(tmp_path / "k.key", key, b"pw")
     assert stat.S_IMODE((tmp_path / "k.key").stat().st_mode) == 0o600
     with pytest.raises(TdwiiError, match="wrong password"):
-        pki.load_key(tmp_path / "k.key", b"bad")
-    assert pki.load_key(tmp_path / "k.key", b"pw").public_key() == key.public_key()
-    cert = pki.load_cert(pki_dir / f"{SERVER}.pem")
-    pki.write_cert(tmp_path / "c.pem", cert)
+        load_key(tmp_path / "k.key", b"bad")
+    assert load_key(tmp_path / "k.key", b"pw").public_key() == key.public_key()
+    cert = load_cert(pki_dir / f"{SERVER}.pem")
+    write_cert(tmp_path / "c.pem", cert)
     assert stat.S_IMODE((tmp_path / "c.pem").stat().st_mode) == 0o644
-    assert pki.load_cert(tmp_path / "c.pem") == cert
+    assert load_cert(tmp_path / "c.pem") == cert
 
 
 def test_write_files_leaves_nothing_when_staging_fails(tmp_path: Path) -> None:
@@ -419,19 +430,19 @@ def test_write_files_leaves_nothing_when_staging_fails(tmp_path: Path) -> None:
 
 def test_init_into_missing_parent_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TdwiiError, match="does not exist"):
-        pki.init_pki(tmp_path / "no" / "such" / "certs")
+        init_pki(tmp_path / "no" / "such" / "certs")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_force_init_forgets_old_revocations(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
-    pki.revoke(directory, "workitemcreator")
+    init_pki(directory)
+    revoke(directory, "workitemcreator")
     state = directory / "rootCA/rootCA.revoked.json"
     assert state.is_file()
-    assert len(list(pki.load_crl(directory / "rootCA/rootCA.crl.pem"))) == 1
-    result = pki.init_pki(directory, force=True)
+    assert len(list(load_crl(directory / "rootCA/rootCA.crl.pem"))) == 1
+    result = init_pki(directory, force=True)
     assert result.removed == [state] and not state.exists()
-    crl = pki.load_crl(directory / "rootCA/rootCA.crl.pem")
+    crl = load_crl(directory / "rootCA/rootCA.crl.pem")
     assert len(list(crl)) == 0
-    assert crl.is_signature_valid(pki.load_cert(directory / "rootCA/rootCA.pem").public_key())  # type: ignore[arg-type]
+    assert crl.is_signature_valid(load_cert(directory / "rootCA/rootCA.pem").public_key())  # type: ignore[arg-type]

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
-from tdwii_cli import pki
+from tdwii_cli.pki.authority import load_ca
+from tdwii_cli.pki.certs import load_cert, make_leaf, write_cert
+from tdwii_cli.pki.crl import load_crl
 
 SERVER = "servers/worklistmanager/worklistmanager"
 CLIENT = "clients/workitemcreator/workitemcreator"
@@ -112,7 +114,7 @@ def test_init_force_with_rsa_prints_rsa_cipher(tmp_path: Path) -> None:
     assert "RSA 3072" in proc.stdout
     assert "--tls-cipher TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 --tls12" in proc.stdout
     assert "+pz" not in proc.stdout
-    cert = pki.load_cert(tmp_path / f"certs/{SERVER}.pem")
+    cert = load_cert(tmp_path / f"certs/{SERVER}.pem")
     assert cert.public_key().key_size == 3072  # type: ignore[union-attr]
     assert (tmp_path / f"certs/{SERVER}.pem").read_bytes() != old
     openssl = require_tool("openssl")
@@ -146,8 +148,8 @@ def test_init_options(tmp_path: Path) -> None:
         "changeit",
     )
     assert proc.returncode == 0, proc.stderr
-    ca = pki.load_cert(tmp_path / "pki/rootCA/rootCA.pem")
-    leaf = pki.load_cert(tmp_path / f"pki/{SERVER}.pem")
+    ca = load_cert(tmp_path / "pki/rootCA/rootCA.pem")
+    leaf = load_cert(tmp_path / f"pki/{SERVER}.pem")
     assert (ca.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days in (399, 400)
     assert (leaf.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days in (89, 90)
     assert "O=Radiotherapy Dept" in leaf.subject.rfc4514_string()
@@ -221,7 +223,7 @@ def test_issue_show_revoke_crl(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "certs/clients/watcher/watcher.p12" in proc.stdout
     watcher = tmp_path / "certs/clients/watcher/watcher.pem"
-    serial = pki.load_cert(watcher).serial_number
+    serial = load_cert(watcher).serial_number
 
     proc = tdwii("pki", "show", watcher, "--ca", "certs/rootCA/rootCA.pem", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -234,7 +236,7 @@ def test_issue_show_revoke_crl(tmp_path: Path) -> None:
     proc = tdwii("pki", "revoke", "watcher", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"{serial:X}" in proc.stdout
-    crl = pki.load_crl(tmp_path / "certs/rootCA/rootCA.crl.pem")
+    crl = load_crl(tmp_path / "certs/rootCA/rootCA.crl.pem")
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
 
     proc = tdwii("pki", "crl", cwd=tmp_path)
@@ -270,18 +272,18 @@ def test_show_chain_failure_with_other_ca(pki_dir: Path, other_ca_pki: Path) -> 
 
 
 def test_show_expired_and_expiring(pki_dir: Path, tmp_path: Path) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
+    ca_key, ca_cert = load_ca(pki_dir)
     now = dt.datetime.now(dt.timezone.utc)
-    _, expired = pki.make_leaf(
+    _, expired = make_leaf(
         ca_key,
         ca_cert,
         "old",
         not_before=now - dt.timedelta(days=400),
         not_after=now - dt.timedelta(days=3),
     )
-    _, soon = pki.make_leaf(ca_key, ca_cert, "soon", days=10)
-    pki.write_cert(tmp_path / "old.pem", expired)
-    pki.write_cert(tmp_path / "soon.pem", soon)
+    _, soon = make_leaf(ca_key, ca_cert, "soon", days=10)
+    write_cert(tmp_path / "old.pem", expired)
+    write_cert(tmp_path / "soon.pem", soon)
 
     proc = tdwii("pki", "show", tmp_path / "soon.pem")
     assert proc.returncode == 0, proc.stderr
@@ -297,10 +299,10 @@ def test_show_expired_and_expiring(pki_dir: Path, tmp_path: Path) -> None:
 def test_show_weak_key_fails(pki_dir: Path, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    ca_key, ca_cert = pki.load_ca(pki_dir)
+    ca_key, ca_cert = load_ca(pki_dir)
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    _, cert = pki.make_leaf(ca_key, ca_cert, "weak", key=weak)
-    pki.write_cert(tmp_path / "weak.pem", cert)
+    _, cert = make_leaf(ca_key, ca_cert, "weak", key=weak)
+    write_cert(tmp_path / "weak.pem", cert)
     proc = tdwii("pki", "show", tmp_path / "weak.pem")
     assert proc.returncode == 1 and "too weak" in proc.stdout
     assert "1024" in one_error_line(proc)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, require_tool, wait_port
-from tdwii_cli import pki
+from tdwii_cli.pki.authority import init_pki, issue_node, revoke
 
 SERVER = "servers/worklistmanager/worklistmanager"
 CLIENT = "clients/workitemcreator/workitemcreator"
@@ -140,9 +140,9 @@ def test_server_from_other_ca_is_refused_by_client(pki_dir: Path, other_ca_pki: 
 
 def test_revoked_client_is_refused_with_the_crl(tmp_path: Path) -> None:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
-    pki.issue_node(directory, "client", "watcher")
-    pki.revoke(directory, "watcher")
+    init_pki(directory)
+    issue_node(directory, "client", "watcher")
+    revoke(directory, "watcher")
     ca, crl = directory / "rootCA/rootCA.pem", directory / "rootCA/rootCA.crl.pem"
     # a client that is not revoked still gets in with the CRL loaded
     port, result, listener = run_one_handshake(server_context(directory, ca, crl))

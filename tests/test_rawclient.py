@@ -1,4 +1,4 @@
-"""`creator.send` (the raw-socket UPS Push SCU: `rawassoc` + `dulraw`) against real peers.
+"""`tdwii_cli.client.create.send` (the UPS Push SCU on `tdwii_cli.net`) against real peers.
 
 The peers run in this process on 127.0.0.1 ephemeral ports: pynetdicom UPS Push
 SCPs configured in ways `tdwii serve` never is (a 1 KB maximum PDU, Implicit VR
@@ -25,12 +25,14 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
-from tdwii_cli import creator, exitcodes, rawassoc
-from tdwii_cli.dicomfiles import dataset_bytes
-from tdwii_cli.scuoptions import ScuOptions
-from tdwii_cli.tls import build_server_context
-from tdwii_cli.tlsoptions import TlsOptions
-from tdwii_cli.workitem import build_workitem, write_part10
+from tdwii_cli import exitcodes
+from tdwii_cli.client import create as creator
+from tdwii_cli.client.dicomfiles import dataset_bytes, write_part10
+from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.options import ScuOptions
+from tdwii_cli.tls.context import build_server_context
+from tdwii_cli.tls.options import TlsOptions
+from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -314,8 +316,8 @@ def test_large_workitem_is_fragmented_to_a_1k_pdu_peer(
 ) -> None:
     scp = make_scp(max_pdu=1024)
     assert scp.ae.maximum_pdu_size == 1024  # pynetdicom took it (it offers it in the AC)
-    with rawassoc.open_association(
-        "127.0.0.1", scp.port, None, NET, abstract=UPS_PUSH, transfer_syntaxes=(EXPLICIT,)
+    with open_association(
+        "127.0.0.1", scp.port, None, NET, propose([UPS_PUSH], (EXPLICIT,))
     ) as assoc:
         assert assoc.max_pdu == 1024  # the A-ASSOCIATE-AC says so
     path = make_workitem(tmp_path, "BIG-1", big=True)

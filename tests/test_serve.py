@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 from conftest import TdwiiServer, require_tool, start_tdwii_server
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -96,7 +96,7 @@ def n_create(assoc: Any, ds: Dataset, uid: str | None = "same") -> tuple[int, st
 
 
 def stored(server: TdwiiServer, uid: str) -> Dataset | None:
-    from tdwii_cli.ups.store import WorkitemStore
+    from tdwii_cli.server.store import WorkitemStore
 
     with WorkitemStore(server.db) as store:
         item = store.get(uid)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from tdwii_cli.ups import store as store_module
-from tdwii_cli.ups.store import (
+from tdwii_cli.dicom.values import normalise_dt
+from tdwii_cli.server import store as store_module
+from tdwii_cli.server.store import (
     DuplicateWorkitem,
     NoSuchWorkitem,
     StoreError,
     WorkitemStore,
-    normalise_dt,
 )
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.ups.workitem import build_workitem
 
 
 def item(**kw: str) -> Dataset:

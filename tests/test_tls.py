@@ -21,9 +21,17 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool, wait_port
-from tdwii_cli import pki, tls
+from tdwii_cli.cli.hints import hint_for
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.tlsoptions import TlsOptions
+from tdwii_cli.net.errors import HandshakeFailed
+from tdwii_cli.net.sockets import set_nodelay
+from tdwii_cli.pki.authority import init_pki, load_ca, revoke
+from tdwii_cli.pki.certs import key_problem, load_cert, make_leaf, write_cert
+from tdwii_cli.pki.keys import KeySpec, write_key
+from tdwii_cli.tls.context import PROFILES, build_client_context, build_server_context
+from tdwii_cli.tls.diagnosis import describe_handshake_error
+from tdwii_cli.tls.options import TlsOptions
+from tdwii_cli.tls.owncert import _leaf_facts, check_own_certificate
 
 SERVER = "servers/worklistmanager/worklistmanager"
 CLIENT = "clients/workitemcreator/workitemcreator"
@@ -126,10 +134,14 @@ def handshake(
 
 
 def words(exc: BaseException | None, side: str) -> str:
+    """What the side that saw `exc` says: the reason, then the server log's advice or the
+    client command line's hint."""
     assert exc is not None, f"the {side} saw no error"
-    failure = tls.describe_handshake_error(exc, side=side)
-    assert failure.reason and failure.hint
-    return f"{failure.reason} | {failure.hint}".lower()
+    failure = describe_handshake_error(exc, side=side)  # type: ignore[arg-type]
+    assert failure.reason and failure.advice
+    if side == "client":
+        return f"{failure.reason} | {hint_for(HandshakeFailed('peer', failure))}".lower()
+    return f"{failure.reason} | {failure.advice}".lower()
 
 
 def leaf_dir(
@@ -139,20 +151,20 @@ def leaf_dir(
     **kwargs: object,
 ) -> Path:
     """Write a leaf signed by `ca_dir`'s CA to tmp_path/NAME.{pem,key}; return the pem path."""
-    ca_key, ca_cert = pki.load_ca(ca_dir)
-    key, cert = pki.make_leaf(ca_key, ca_cert, name, **kwargs)  # type: ignore[arg-type]
-    pki.write_key(tmp_path / f"{name}.key", key)
-    pki.write_cert(tmp_path / f"{name}.pem", cert)
+    ca_key, ca_cert = load_ca(ca_dir)
+    key, cert = make_leaf(ca_key, ca_cert, name, **kwargs)  # type: ignore[arg-type]
+    write_key(tmp_path / f"{name}.key", key)
+    write_cert(tmp_path / f"{name}.pem", cert)
     return tmp_path / f"{name}.pem"
 
 
 @pytest.fixture(scope="module")
 def contexts(pki_dir: Path) -> dict[str, ssl.SSLContext]:
     return {
-        "server_mtls": tls.build_server_context(opts(pki_dir, "server")),
-        "server_tls": tls.build_server_context(opts(pki_dir, "server", mode="tls")),
-        "client_mtls": tls.build_client_context(opts(pki_dir, "client")),
-        "client_tls": tls.build_client_context(opts(pki_dir, "client", mode="tls")),
+        "server_mtls": build_server_context(opts(pki_dir, "server")),
+        "server_tls": build_server_context(opts(pki_dir, "server", mode="tls")),
+        "client_mtls": build_client_context(opts(pki_dir, "client")),
+        "client_tls": build_client_context(opts(pki_dir, "client", mode="tls")),
     }
 
 
@@ -184,10 +196,10 @@ def test_profiles_follow_ps3_15_annex_b(pki_dir: Path) -> None:
             ssl.TLSVersion.TLSv1_2,
         ),
     }
-    assert set(tls.PROFILES) == set(expected)
+    assert set(PROFILES) == set(expected)
     for name, (suites, maximum) in expected.items():
         for role in ("server", "client"):
-            builder = tls.build_server_context if role == "server" else tls.build_client_context
+            builder = build_server_context if role == "server" else build_client_context
             ctx = builder(opts(pki_dir, role, profile=name))
             assert _tls12_ciphers(ctx) == suites, (name, role)
             assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
@@ -197,13 +209,11 @@ def test_profiles_follow_ps3_15_annex_b(pki_dir: Path) -> None:
 
 
 def test_server_and_client_context_settings(pki_dir: Path) -> None:
-    server = tls.build_server_context(opts(pki_dir, "server"))
+    server = build_server_context(opts(pki_dir, "server"))
     assert server.verify_mode == ssl.CERT_REQUIRED
     assert server.options & ssl.OP_CIPHER_SERVER_PREFERENCE
-    assert tls.build_server_context(opts(pki_dir, "server", mode="tls")).verify_mode == (
-        ssl.CERT_NONE
-    )
-    client = tls.build_client_context(opts(pki_dir, "client"))
+    assert build_server_context(opts(pki_dir, "server", mode="tls")).verify_mode == (ssl.CERT_NONE)
+    client = build_client_context(opts(pki_dir, "client"))
     assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
     assert client.protocol == ssl.PROTOCOL_TLS_CLIENT
 
@@ -211,7 +221,7 @@ def test_server_and_client_context_settings(pki_dir: Path) -> None:
 def test_no_verify_hostname_warns(pki_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     logging.getLogger("tdwii").propagate = True
     with caplog.at_level(logging.WARNING, logger="tdwii.tls"):
-        ctx = tls.build_client_context(opts(pki_dir, "client", verify_hostname=False))
+        ctx = build_client_context(opts(pki_dir, "client", verify_hostname=False))
     assert not ctx.check_hostname
     assert "host name check is off" in caplog.text
 
@@ -238,8 +248,8 @@ def test_server_accepts_clients_without_dicom_alpn(
 
 
 def test_bcp195_ex_negotiates_tls12_ecdsa_gcm(pki_dir: Path) -> None:
-    server = tls.build_server_context(opts(pki_dir, "server"))
-    client = tls.build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(opts(pki_dir, "server"))
+    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
     out = handshake(server, client)
     assert out.client_error is None, out.client_error
     assert out.client_info is not None
@@ -247,8 +257,8 @@ def test_bcp195_ex_negotiates_tls12_ecdsa_gcm(pki_dir: Path) -> None:
 
 
 def test_server_prefers_its_own_cipher_order(pki_dir: Path) -> None:
-    server = tls.build_server_context(opts(pki_dir, "server", profile="bcp195-ex"))
-    client = tls.build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(opts(pki_dir, "server", profile="bcp195-ex"))
+    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
     client.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
     out = handshake(server, client)
     assert out.client_info is not None
@@ -269,19 +279,15 @@ def test_no_client_certificate(contexts: dict[str, ssl.SSLContext]) -> None:
 def test_client_certificate_from_untrusted_ca(
     pki_dir: Path, other_ca_pki: Path, contexts: dict[str, ssl.SSLContext]
 ) -> None:
-    client = tls.build_client_context(
-        opts(other_ca_pki, "client", ca=pki_dir / "rootCA/rootCA.pem")
-    )
+    client = build_client_context(opts(other_ca_pki, "client", ca=pki_dir / "rootCA/rootCA.pem"))
     out = handshake(contexts["server_mtls"], client)
     assert "untrusted ca" in words(out.server_error, "server")
     assert "ca the peer does not trust" in words(out.client_error, "client")
 
 
 def test_server_certificate_from_untrusted_ca(pki_dir: Path, other_ca_pki: Path) -> None:
-    server = tls.build_server_context(
-        opts(other_ca_pki, "server", ca=pki_dir / "rootCA/rootCA.pem")
-    )
-    client = tls.build_client_context(opts(pki_dir, "client"))
+    server = build_server_context(opts(other_ca_pki, "server", ca=pki_dir / "rootCA/rootCA.pem"))
+    client = build_client_context(opts(pki_dir, "client"))
     out = handshake(server, client)
     assert "untrusted ca" in words(out.client_error, "client")
     assert "--ca" in words(out.client_error, "client")
@@ -304,7 +310,7 @@ def test_expired_server_certificate(tmp_path: Path, pki_dir: Path) -> None:
         not_before=now - dt.timedelta(days=30),
         not_after=now - dt.timedelta(days=1),
     )
-    out = handshake(server, tls.build_client_context(opts(pki_dir, "client")))
+    out = handshake(server, build_client_context(opts(pki_dir, "client")))
     assert "has expired" in words(out.client_error, "client")
     assert "expired" in words(out.server_error, "server")  # the client's alert
 
@@ -318,48 +324,48 @@ def test_not_yet_valid_server_certificate(tmp_path: Path, pki_dir: Path) -> None
         not_before=now + dt.timedelta(days=2),
         not_after=now + dt.timedelta(days=30),
     )
-    out = handshake(server, tls.build_client_context(opts(pki_dir, "client")))
+    out = handshake(server, build_client_context(opts(pki_dir, "client")))
     assert "not yet valid" in words(out.client_error, "client")
 
 
 def test_hostname_mismatch(tmp_path: Path, pki_dir: Path) -> None:
     server = _server_with(tmp_path, pki_dir, "other", sans=["other.example"], default_sans=False)
-    out = handshake(server, tls.build_client_context(opts(pki_dir, "client")))
+    out = handshake(server, build_client_context(opts(pki_dir, "client")))
     text = words(out.client_error, "client")
     assert "host name mismatch" in text and "--no-verify-hostname" in text
-    out = handshake(server, tls.build_client_context(opts(pki_dir, "client")), "127.0.0.1")
+    out = handshake(server, build_client_context(opts(pki_dir, "client")), "127.0.0.1")
     assert "host name mismatch" in words(out.client_error, "client")
-    unchecked = tls.build_client_context(opts(pki_dir, "client", verify_hostname=False))
+    unchecked = build_client_context(opts(pki_dir, "client", verify_hostname=False))
     assert handshake(server, unchecked).client_error is None
 
 
 @pytest.fixture()
 def revoked_pki(tmp_path: Path) -> Path:
     directory = tmp_path / "certs"
-    pki.init_pki(directory)
-    pki.revoke(directory, "workitemcreator")
-    pki.revoke(directory, "worklistmanager")
+    init_pki(directory)
+    revoke(directory, "workitemcreator")
+    revoke(directory, "worklistmanager")
     return directory
 
 
 def test_revoked_client_refused_by_server_with_crl(revoked_pki: Path) -> None:
     crl = revoked_pki / "rootCA/rootCA.crl.pem"
-    server = tls.build_server_context(opts(revoked_pki, "server", crl=crl))
-    out = handshake(server, tls.build_client_context(opts(revoked_pki, "client")))
+    server = build_server_context(opts(revoked_pki, "server", crl=crl))
+    out = handshake(server, build_client_context(opts(revoked_pki, "client")))
     assert "revoked" in words(out.server_error, "server")
     assert "says our certificate is revoked" in words(out.client_error, "client")
     # without the CRL the same certificates work: the CRL made the difference
     plain = handshake(
-        tls.build_server_context(opts(revoked_pki, "server")),
-        tls.build_client_context(opts(revoked_pki, "client")),
+        build_server_context(opts(revoked_pki, "server")),
+        build_client_context(opts(revoked_pki, "client")),
     )
     assert plain.client_error is None and plain.server_error is None
 
 
 def test_revoked_server_refused_by_client_with_crl(revoked_pki: Path) -> None:
     crl = revoked_pki / "rootCA/rootCA.crl.pem"
-    client = tls.build_client_context(opts(revoked_pki, "client", crl=crl))
-    out = handshake(tls.build_server_context(opts(revoked_pki, "server")), client)
+    client = build_client_context(opts(revoked_pki, "client", crl=crl))
+    out = handshake(build_server_context(opts(revoked_pki, "server")), client)
     assert "certificate is revoked" in words(out.client_error, "client")
 
 
@@ -375,8 +381,8 @@ def test_no_shared_cipher(pki_dir: Path, contexts: dict[str, ssl.SSLContext]) ->
 
 def test_profile_without_suites_for_an_ec_server(pki_dir: Path) -> None:
     """bcp195-nd has RSA suites only in TLS 1.2: an EC server and a TLS 1.2 client share none."""
-    server = tls.build_server_context(opts(pki_dir, "server", profile="bcp195-nd"))
-    client = tls.build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(opts(pki_dir, "server", profile="bcp195-nd"))
+    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
     out = handshake(server, client)
     assert "no shared cipher" in words(out.client_error, "client")
 
@@ -467,7 +473,7 @@ def tls11_server(pki_dir: Path) -> Iterator[int]:
 
 
 def test_client_refuses_a_tls11_server(tls11_server: int, pki_dir: Path) -> None:
-    client = tls.build_client_context(opts(pki_dir, "client"))
+    client = build_client_context(opts(pki_dir, "client"))
     raw = socket.create_connection(("127.0.0.1", tls11_server), timeout=5)
     with pytest.raises(ssl.SSLError) as info:
         client.wrap_socket(raw, server_hostname="localhost")
@@ -556,15 +562,16 @@ def test_handshake_timeout(contexts: dict[str, ssl.SSLContext]) -> None:
 
 def test_unknown_errors_keep_the_openssl_words() -> None:
     exc = ssl.SSLError(1, "[SSL: SOMETHING_NEW] something new (_ssl.c:1000)")
-    failure = tls.describe_handshake_error(exc, side="client")
+    failure = describe_handshake_error(exc, side="client")
     assert "something new" in failure.reason.lower()
-    assert "-d" in failure.hint
+    assert "-d" in hint_for(HandshakeFailed("peer", failure))  # the command line's hint
+    assert "-d" not in failure.advice  # the server's log names no option
 
 
 def test_handshake_error_is_exit_63_one_line(contexts: dict[str, ssl.SSLContext]) -> None:
     out = handshake(contexts["server_mtls"], contexts["client_tls"])
     assert out.client_error is not None
-    err = tls.handshake_error("127.0.0.1:2762", out.client_error, side="client")
+    err = HandshakeFailed("127.0.0.1:2762", describe_handshake_error(out.client_error))
     assert err.exit_code == 63
     assert err.message.startswith("TLS handshake with 127.0.0.1:2762 failed: ")
     assert "\n" not in err.message
@@ -588,7 +595,7 @@ def test_own_certificate_expired(tmp_path: Path, pki_dir: Path) -> None:
         not_after=now - dt.timedelta(days=1),
     )
     with pytest.raises(TdwiiError, match="expired on"):
-        tls.check_own_certificate(cert, key, None)
+        check_own_certificate(cert, key, None)
 
 
 def test_own_certificate_not_yet_valid(tmp_path: Path, pki_dir: Path) -> None:
@@ -601,7 +608,7 @@ def test_own_certificate_not_yet_valid(tmp_path: Path, pki_dir: Path) -> None:
         not_after=now + dt.timedelta(days=90),
     )
     with pytest.raises(TdwiiError, match="not valid before"):
-        tls.check_own_certificate(cert, key, None)
+        check_own_certificate(cert, key, None)
 
 
 def test_own_certificate_rsa_1024_refused(tmp_path: Path, pki_dir: Path) -> None:
@@ -610,7 +617,7 @@ def test_own_certificate_rsa_1024_refused(tmp_path: Path, pki_dir: Path) -> None
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     cert, key = _own(tmp_path, pki_dir, "weak", key=weak)
     with pytest.raises(TdwiiError, match="too weak") as info:
-        tls.check_own_certificate(cert, key, None)
+        check_own_certificate(cert, key, None)
     assert "1024" in info.value.message
 
 
@@ -620,25 +627,25 @@ def test_own_certificate_ec_under_256_refused(tmp_path: Path, pki_dir: Path) -> 
     weak = ec.generate_private_key(ec.SECP224R1())
     cert, key = _own(tmp_path, pki_dir, "weakec", key=weak)
     with pytest.raises(TdwiiError, match="too weak"):
-        tls.check_own_certificate(cert, key, None)
+        check_own_certificate(cert, key, None)
 
 
 def test_own_certificate_rsa_2048_accepted(tmp_path: Path, pki_dir: Path) -> None:
-    cert, key = _own(tmp_path, pki_dir, "rsa", key_spec=pki.KeySpec("rsa", 2048))
-    tls.check_own_certificate(cert, key, None)  # no exception
+    cert, key = _own(tmp_path, pki_dir, "rsa", key_spec=KeySpec("rsa", 2048))
+    check_own_certificate(cert, key, None)  # no exception
 
 
 def test_own_key_not_matching(tmp_path: Path, pki_dir: Path) -> None:
     cert, _ = _own(tmp_path, pki_dir, "one")
     _, other_key = _own(tmp_path, pki_dir, "two")
     with pytest.raises(TdwiiError, match="does not belong to certificate"):
-        tls.check_own_certificate(cert, other_key, None)
+        check_own_certificate(cert, other_key, None)
     # the same refusal when building a context, before any connection
     options = TlsOptions(
         role="client", mode="mtls", ca=(pki_dir / "rootCA/rootCA.pem",), cert=cert, key=other_key
     )
     with pytest.raises(TdwiiError, match="does not belong"):
-        tls.build_client_context(options)
+        build_client_context(options)
 
 
 def test_own_certificate_expiring_soon_warns(
@@ -650,20 +657,18 @@ def test_own_certificate_expiring_soon_warns(
     )
     logging.getLogger("tdwii").propagate = True
     with caplog.at_level(logging.WARNING, logger="tdwii.tls"):
-        tls.check_own_certificate(cert, key, None)
+        check_own_certificate(cert, key, None)
     assert "expires in 9 days" in caplog.text or "expires in 10 days" in caplog.text
 
 
 def test_wrong_key_password_one_line_without_the_password(tmp_path: Path, pki_dir: Path) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
-    key, cert = pki.make_leaf(ca_key, ca_cert, "locked")
-    pki.write_key(tmp_path / "locked.key", key, password=b"right-horse-battery")
-    pki.write_cert(tmp_path / "locked.pem", cert)
+    ca_key, ca_cert = load_ca(pki_dir)
+    key, cert = make_leaf(ca_key, ca_cert, "locked")
+    write_key(tmp_path / "locked.key", key, password=b"right-horse-battery")
+    write_cert(tmp_path / "locked.pem", cert)
     (tmp_path / "pw").write_text("Wr0ngSecretXYZ\n")
     with pytest.raises(TdwiiError) as info:
-        tls.check_own_certificate(
-            tmp_path / "locked.pem", tmp_path / "locked.key", b"Wr0ngSecretXYZ"
-        )
+        check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", b"Wr0ngSecretXYZ")
     text = info.value.message + info.value.hint
     assert "password" in text.lower()
     assert "Wr0ngSecretXYZ" not in text and "right-horse" not in text
@@ -678,16 +683,16 @@ def test_wrong_key_password_one_line_without_the_password(tmp_path: Path, pki_di
         key=tmp_path / "locked.key",
         key_password_file=tmp_path / "pw",
     )
-    assert tls.build_client_context(options).verify_mode == ssl.CERT_REQUIRED
+    assert build_client_context(options).verify_mode == ssl.CERT_REQUIRED
 
 
 def test_set_nodelay() -> None:
     with socket.socket() as sock:
-        tls.set_nodelay(sock)
+        set_nodelay(sock)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     closed = socket.socket()
     closed.close()
-    tls.set_nodelay(closed)  # no exception on a closed socket
+    set_nodelay(closed)  # no exception on a closed socket
 
 
 @pytest.mark.parametrize(
@@ -717,27 +722,27 @@ def test_quick_certificate_reader_agrees_with_cryptography(
         else rsa.generate_private_key(public_exponent=65537, key_size=int(key[3:]))
     )
     cert, _ = _own(tmp_path, pki_dir, key, key=private)
-    facts = tls._leaf_facts(cert.read_bytes())
+    facts = _leaf_facts(cert.read_bytes())
     assert facts is not None  # handled by the quick reader, not the fallback
-    loaded = pki.load_cert(cert)
+    loaded = load_cert(cert)
     assert facts[0] == loaded.not_valid_before_utc
     assert facts[1] == loaded.not_valid_after_utc
-    assert facts[2] == (pki.key_problem(loaded) or "")
+    assert facts[2] == (key_problem(loaded) or "")
     assert bool(facts[2]) == (key in ("ec224", "rsa1024"))
 
 
 def test_encrypted_key_without_password(tmp_path: Path, pki_dir: Path) -> None:
-    ca_key, ca_cert = pki.load_ca(pki_dir)
-    key, cert = pki.make_leaf(ca_key, ca_cert, "locked")
-    pki.write_key(tmp_path / "locked.key", key, password=b"pw-123456")
-    pki.write_cert(tmp_path / "locked.pem", cert)
+    ca_key, ca_cert = load_ca(pki_dir)
+    key, cert = make_leaf(ca_key, ca_cert, "locked")
+    write_key(tmp_path / "locked.key", key, password=b"pw-123456")
+    write_cert(tmp_path / "locked.pem", cert)
     with pytest.raises(TdwiiError, match="is encrypted") as info:
-        tls.check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", None)
+        check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", None)
     assert "--key-password-file" in info.value.hint
 
 
 def test_not_a_certificate_is_one_line(tmp_path: Path, pki_dir: Path) -> None:
     (tmp_path / "junk.pem").write_text("hello\n")
     with pytest.raises(TdwiiError) as info:
-        tls.check_own_certificate(tmp_path / "junk.pem", pki_dir / f"{CLIENT}.key", None)
+        check_own_certificate(tmp_path / "junk.pem", pki_dir / f"{CLIENT}.key", None)
     assert "junk.pem" in info.value.message and "\n" not in info.value.message

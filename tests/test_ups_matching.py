@@ -9,12 +9,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from tdwii_cli.server.config import parse_retention
+from tdwii_cli.server.store import WorkitemStore
+from tdwii_cli.server.subscriptions import FILTERED_GLOBAL, GLOBAL, Subscriptions
+from tdwii_cli.server.ups_scp import UpsScp
 from tdwii_cli.ups import states
-from tdwii_cli.ups.handlers import UpsService, parse_retention
 from tdwii_cli.ups.matching import Query, QueryError, dt_bounds, matches, response_identifier
-from tdwii_cli.ups.store import WorkitemStore
-from tdwii_cli.ups.subscriptions import FILTERED_GLOBAL, GLOBAL, Subscriptions
-from tdwii_cli.workitem import build_workitem
+from tdwii_cli.ups.workitem import build_workitem
 
 DAY = datetime(2024, 5, 6, 8, 0, 0)
 
@@ -265,7 +266,7 @@ def test_retention_purges_unlocked_final_workitems_only(tmp_path: Path) -> None:
         a, b, c = item(0), item(1), item(2)
         for ds in (a, b, c):
             store.create(ds)
-        service = UpsService(store, retention=0.0)
+        service = UpsScp(store, retention=0.0)
         Subscriptions(store).subscribe_instance("KEEPER", b.SOPInstanceUID, deletion_lock=True)
         for ds in (a, b):
             states.cancel(ds)

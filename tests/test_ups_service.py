@@ -28,9 +28,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 
 from conftest import TdwiiServer, free_port, start_tdwii_server
-from tdwii_cli.pki import issue_node
-from tdwii_cli.scu import keep_responses_for_the_caller
-from tdwii_cli.workitem import build_workitem
+from peers import keep_responses_for_the_caller
+from tdwii_cli.pki.authority import issue_node
+from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"
@@ -436,7 +436,7 @@ def test_c_find_by_patient_and_state_and_by_machine_and_date_range(env: Env) -> 
 
 
 def test_claim_set_get_complete_with_state_reports(env: Env) -> None:
-    from tdwii_cli.ups.store import WorkitemStore
+    from tdwii_cli.server.store import WorkitemStore
 
     txn, wrong = generate_uid(), generate_uid()
     with tdd(env.server) as assoc:
@@ -503,7 +503,7 @@ def test_claim_set_get_complete_with_state_reports(env: Env) -> None:
 def test_concurrent_claims_one_wins(env: Env) -> None:
     """Two delivery devices claim the same workitems at the same moment: one gets it,
     the other C302, and the database names the winner's Transaction UID."""
-    from tdwii_cli.ups.store import WorkitemStore
+    from tdwii_cli.server.store import WorkitemStore
 
     with tdd(env.server) as assoc:
         uids = [create(assoc, patient_id="PAT-RACE", station="TB6") for _ in range(5)]
@@ -680,7 +680,7 @@ def test_retention_purges_final_workitems_without_deletion_lock(env: Env) -> Non
 
 
 def test_c_cancel_stops_a_long_c_find(env: Env) -> None:
-    from tdwii_cli.ups.store import WorkitemStore
+    from tdwii_cli.server.store import WorkitemStore
 
     with WorkitemStore(env.db) as store:  # a second writer on the live database (WAL)
         for i in range(300):

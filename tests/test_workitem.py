@@ -10,9 +10,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tdwii_cli.dicomfiles import NotDicomError, load_datasets, read_dataset
-from tdwii_cli.ups.ncreate import UPS_PUSH_SOP_CLASS, check_ncreate, missing_type2
-from tdwii_cli.workitem import RT_PLAN_STORAGE, build_workitem, parse_code, write_part10
+from tdwii_cli.client.dicomfiles import NotDicomError, load_datasets, read_dataset, write_part10
+from tdwii_cli.dicom.uids import RT_PLAN_STORAGE
+from tdwii_cli.dicom.uids import UPS_PUSH as UPS_PUSH_SOP_CLASS
+from tdwii_cli.ups.ncreate import check_ncreate, missing_type2
+from tdwii_cli.ups.workitem import build_workitem, parse_code
 
 ROOT = Path(__file__).resolve().parent.parent
 

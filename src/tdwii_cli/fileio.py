@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, created with its final mode, then renamed.
+"""Local files: atomic writes (a temp file in the same folder, created with its final mode, then
+renamed) and the one reader of password files.
 
 A private key is never readable by anyone else, not even for a moment: the temp
 file is created 0600 by `os.open` before any byte is written. A set of files
@@ -14,6 +15,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tdwii_cli.errors import TdwiiError
 
 KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -122,3 +125,21 @@ def write_files(files: Sequence[FileSpec], remove: Iterable[Path] = ()) -> list[
     for folder in {final.parent for _, final in staged}:
         _fsync_dir(folder)
     return [final for _, final in staged]
+
+
+def read_password_file(path: Path | str, what: str = "password file") -> bytes:
+    """The first line of a password file, as bytes; one-line errors that never show it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TdwiiError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise TdwiiError(f"{what} {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise TdwiiError(f"cannot read {what} {path}: {exc.strerror}") from None
+    lines = data.splitlines()
+    password = lines[0] if lines else b""
+    if not password:
+        raise TdwiiError(f"{what} {path} is empty", hint="put the password on its first line")
+    return password

@@ -38,9 +38,9 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 
-from tdwii_cli.ups.store import normalise_dt
+from tdwii_cli.dicom import tags
+from tdwii_cli.dicom.values import normalise_dt, upper_dt
 
 __all__ = [
     "Query",
@@ -50,22 +50,21 @@ __all__ = [
     "response_identifier",
 ]
 
-TRANSACTION_UID = Tag(0x0008, 0x1195)
-SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
-SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
+TRANSACTION_UID = tags.TRANSACTION_UID
+SPECIFIC_CHARACTER_SET = tags.SPECIFIC_CHARACTER_SET
 
-# keyword -> (column, kind) of the store's indexed columns
+# tag -> (column, kind) of the store's indexed columns
 INDEXED: dict[int, tuple[str, str]] = {
-    Tag(0x0008, 0x0018): ("uid", "uid"),  # SOP Instance UID
-    Tag(0x0074, 0x1000): ("state", "text"),  # Procedure Step State
-    Tag(0x0040, 0x4005): ("scheduled_start", "dt"),  # Scheduled Procedure Step Start DateTime
-    Tag(0x0010, 0x0020): ("patient_id", "text"),
-    Tag(0x0010, 0x0010): ("patient_name", "text"),
-    Tag(0x0074, 0x1202): ("worklist_label", "text"),
-    Tag(0x0040, 0x4041): ("input_readiness", "text"),
-    Tag(0x0074, 0x1200): ("priority", "text"),  # Scheduled Procedure Step Priority
-    Tag(0x0040, 0x4025): ("station_code", "code"),  # Scheduled Station Name Code Sequence
-    Tag(0x0040, 0x4018): ("workitem_code", "code"),  # Scheduled Workitem Code Sequence
+    tags.SOP_INSTANCE_UID: ("uid", "uid"),
+    tags.PROCEDURE_STEP_STATE: ("state", "text"),
+    tags.SCHEDULED_PROCEDURE_STEP_START_DATETIME: ("scheduled_start", "dt"),
+    tags.PATIENT_ID: ("patient_id", "text"),
+    tags.PATIENT_NAME: ("patient_name", "text"),
+    tags.WORKLIST_LABEL: ("worklist_label", "text"),
+    tags.INPUT_READINESS_STATE: ("input_readiness", "text"),
+    tags.SCHEDULED_PROCEDURE_STEP_PRIORITY: ("priority", "text"),
+    tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE: ("station_code", "code"),
+    tags.SCHEDULED_WORKITEM_CODE_SEQUENCE: ("workitem_code", "code"),
 }
 
 STRING_VRS = {"AE", "AS", "CS", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
@@ -103,31 +102,6 @@ def _query_text(elem: DataElement) -> str:
     return str(value).strip()
 
 
-def _upper_dt(text: str) -> str:
-    """The last instant of the period a (partial) DT value names, normalised."""
-    m = re.match(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?", text)
-    if not m:
-        return ""
-    year, month, day, hour, minute, second, fraction = m.groups()
-    if month is None:
-        month = "12"
-    if day is None:
-        day = _month_days(int(year), int(month))
-    return (
-        f"{year}{month}{day}{hour or '23'}{minute or '59'}{second or '59'}"
-        f".{(fraction or '').ljust(6, '9')}"
-    )
-
-
-def _month_days(year: int, month: int) -> str:
-    import calendar
-
-    try:
-        return f"{calendar.monthrange(year, month)[1]:02d}"
-    except (ValueError, calendar.IllegalMonthError):
-        return "31"
-
-
 def _norm_tm(text: str, upper: bool = False) -> str:
     m = _TIME.match(text.replace(":", ""))
     if not m:
@@ -148,7 +122,7 @@ def _norm(vr: str, text: str, upper: bool = False) -> str:
         return _norm_tm(text, upper)
     # DT
     text = text.replace(" ", "")
-    return _upper_dt(text) if upper else normalise_dt(text)
+    return upper_dt(text) if upper else normalise_dt(text)
 
 
 def dt_bounds(vr: str, text: str) -> tuple[str, str]:
@@ -435,7 +409,7 @@ def _answer(qelem: DataElement, ds: Dataset) -> DataElement:
 
 
 def response_identifier(
-    identifier: Dataset, ds: Dataset, always: Iterable[int] = (SOP_INSTANCE_UID,)
+    identifier: Dataset, ds: Dataset, always: Iterable[int] = (tags.SOP_INSTANCE_UID,)
 ) -> Dataset:
     """The requested keys of `identifier` with `ds`'s values (empty when `ds` has none).
 

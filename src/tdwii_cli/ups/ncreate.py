@@ -25,24 +25,23 @@ Parameters Sequence, Referenced Request and Replaced Procedure Step items).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
-
-SUCCESS = 0x0000
-INVALID_ATTRIBUTE_VALUE = 0x0106
-DUPLICATE_SOP_INSTANCE = 0x0111
-MISSING_ATTRIBUTE = 0x0120
-MISSING_ATTRIBUTE_VALUE = 0x0121
-NOT_SCHEDULED = 0xC309
+from tdwii_cli.dicom.status import (
+    INVALID_ATTRIBUTE_VALUE,
+    MISSING_ATTRIBUTE,
+    MISSING_ATTRIBUTE_VALUE,
+    SUCCESS,
+    UPS_NOT_SCHEDULED,
+)
+from tdwii_cli.dicom.uids import UPS_PUSH
+from tdwii_cli.dicom.values import valid_dt
 
 PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 READINESS_STATES = ("READY", "UNAVAILABLE", "INCOMPLETE")
@@ -100,11 +99,6 @@ DT_KEYWORDS = (
     "ExpectedCompletionDateTime",
 )
 
-_DT = re.compile(
-    r"^(?P<y>\d{4})(?P<m>\d{2})?(?P<d>\d{2})?(?P<H>\d{2})?(?P<M>\d{2})?(?P<S>\d{2})?"
-    r"(?P<f>\.\d{1,6})?(?P<z>[+-]\d{4})?$"
-)
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -115,41 +109,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.status:04X} {self.message}"
-
-
-def valid_dt(value: str) -> bool:
-    """True when `value` is a well-formed DICOM DT (YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])."""
-    value = value.strip()
-    match = _DT.match(value)
-    if not match:
-        return False
-    parts = match.groupdict()
-    # A component may only be present if all coarser ones are.
-    order = ["m", "d", "H", "M", "S", "f"]
-    seen_gap = False
-    for key in order:
-        if parts[key] is None:
-            seen_gap = True
-        elif seen_gap:
-            return False
-    try:
-        datetime(
-            int(parts["y"]),
-            int(parts["m"] or 1),
-            int(parts["d"] or 1),
-            int(parts["H"] or 0),
-            int(parts["M"] or 0),
-            min(int(parts["S"] or 0), 59),  # DICOM allows a leap second (60)
-        )
-    except ValueError:
-        return False
-    if parts["S"] is not None and int(parts["S"]) > 60:
-        return False
-    if parts["z"] is not None:
-        hours, minutes = int(parts["z"][1:3]), int(parts["z"][3:5])
-        if hours > 14 or minutes > 59:
-            return False
-    return True
 
 
 _MISSING = object()
@@ -291,7 +250,7 @@ def check_ncreate(ds: Dataset) -> list[Problem]:
         state = _text(ds, "ProcedureStepState")
         if state != "SCHEDULED":
             problems.append(
-                Problem(NOT_SCHEDULED, f"Procedure Step State is {state}, not SCHEDULED")
+                Problem(UPS_NOT_SCHEDULED, f"Procedure Step State is {state}, not SCHEDULED")
             )
     problems += _require(ds, TYPE1)
     problems += _check_sequences(ds)
@@ -333,11 +292,11 @@ def check_ncreate(ds: Dataset) -> list[Problem]:
                 "(the performer sets it when claiming the workitem)",
             )
         )
-    if present("SOPClassUID") and _text(ds, "SOPClassUID") != UPS_PUSH_SOP_CLASS:
+    if present("SOPClassUID") and _text(ds, "SOPClassUID") != UPS_PUSH:
         problems.append(
             Problem(
                 INVALID_ATTRIBUTE_VALUE,
-                f"SOP Class UID {_text(ds, 'SOPClassUID')} is not UPS Push ({UPS_PUSH_SOP_CLASS})",
+                f"SOP Class UID {_text(ds, 'SOPClassUID')} is not UPS Push ({UPS_PUSH})",
             )
         )
     return problems

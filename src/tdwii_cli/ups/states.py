@@ -13,12 +13,14 @@ to answer; `apply_nset`, `complete` and `cancel` edit a dataset in place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+
+from tdwii_cli.dicom import status as st
+from tdwii_cli.dicom import tags
+from tdwii_cli.dicom.values import now_dt
 
 SCHEDULED = "SCHEDULED"
 IN_PROGRESS = "IN PROGRESS"
@@ -27,27 +29,11 @@ CANCELED = "CANCELED"
 STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
 FINAL = (COMPLETED, CANCELED)
 
-SUCCESS = 0x0000
-INVALID_ATTRIBUTE_VALUE = 0x0106
-MISSING_ATTRIBUTE_VALUE = 0x0121
-ALREADY_CANCELED = 0xB304
-ALREADY_COMPLETED = 0xB306
-MAY_NO_LONGER_BE_UPDATED = 0xC300
-WRONG_TRANSACTION_UID = 0xC301
-ALREADY_IN_PROGRESS = 0xC302
-ONLY_BY_NCREATE = 0xC303
-FINAL_STATE_NOT_MET = 0xC304
-NO_SUCH_UPS = 0xC307
-NOT_IN_PROGRESS = 0xC310
-CANCEL_ALREADY_COMPLETED = 0xC311
-PERFORMER_UNREACHABLE = 0xC312
-
-TRANSACTION_UID = Tag(0x0008, 0x1195)
 # Attributes an N-SET may never change (identity of the instance, its state).
 _FIXED = {
-    Tag(0x0008, 0x0016): "SOP Class UID",
-    Tag(0x0008, 0x0018): "SOP Instance UID",
-    Tag(0x0074, 0x1000): "Procedure Step State",
+    tags.SOP_CLASS_UID: "SOP Class UID",
+    tags.SOP_INSTANCE_UID: "SOP Instance UID",
+    tags.PROCEDURE_STEP_STATE: "Procedure Step State",
 }
 
 
@@ -62,14 +48,14 @@ class Decision:
 
     @property
     def proceed(self) -> bool:
-        return self.status == SUCCESS
+        return self.status == st.SUCCESS
 
     @property
     def is_warning(self) -> bool:
         return 0xB000 <= self.status <= 0xBFFF
 
 
-OK = Decision(SUCCESS)
+OK = Decision(st.SUCCESS)
 
 
 def _txn(value: Any) -> str:
@@ -86,34 +72,38 @@ def change_state(
     requested = str(requested or "").strip().upper()
     given = _txn(given_txn)
     if requested not in STATES:
-        return Decision(INVALID_ATTRIBUTE_VALUE, f"unknown Procedure Step State {requested!r}")
+        return Decision(st.INVALID_ATTRIBUTE_VALUE, f"unknown Procedure Step State {requested!r}")
     if requested == SCHEDULED:
-        return Decision(ONLY_BY_NCREATE, "a UPS becomes SCHEDULED only by N-CREATE")
+        return Decision(st.UPS_ONLY_BY_NCREATE, "a UPS becomes SCHEDULED only by N-CREATE")
     if current == SCHEDULED:
         if requested != IN_PROGRESS:
-            return Decision(NOT_IN_PROGRESS, "the UPS is not yet IN PROGRESS")
+            return Decision(st.UPS_NOT_IN_PROGRESS, "the UPS is not yet IN PROGRESS")
         if not given:
-            return Decision(WRONG_TRANSACTION_UID, "a Transaction UID is needed to claim a UPS")
+            return Decision(
+                st.UPS_WRONG_TRANSACTION_UID, "a Transaction UID is needed to claim a UPS"
+            )
         return OK
     if current == IN_PROGRESS:
         if requested == IN_PROGRESS:
-            return Decision(ALREADY_IN_PROGRESS, "the UPS is already IN PROGRESS")
+            return Decision(st.UPS_ALREADY_IN_PROGRESS, "the UPS is already IN PROGRESS")
         if given != _txn(recorded_txn):
-            return Decision(WRONG_TRANSACTION_UID, "the Transaction UID is not the performer's")
+            return Decision(
+                st.UPS_WRONG_TRANSACTION_UID, "the Transaction UID is not the performer's"
+            )
         if requested == COMPLETED:
             problems = final_state_problems(ds)
             if problems:
-                return Decision(FINAL_STATE_NOT_MET, problems[0])
+                return Decision(st.UPS_FINAL_STATE_NOT_MET, problems[0])
         return OK
     if current == CANCELED:
         if requested == CANCELED:
-            return Decision(ALREADY_CANCELED, "the UPS is already CANCELED")
-        return Decision(MAY_NO_LONGER_BE_UPDATED, "the UPS is CANCELED")
+            return Decision(st.UPS_ALREADY_CANCELED, "the UPS is already CANCELED")
+        return Decision(st.UPS_MAY_NO_LONGER_BE_UPDATED, "the UPS is CANCELED")
     if current == COMPLETED:
         if requested == COMPLETED:
-            return Decision(ALREADY_COMPLETED, "the UPS is already COMPLETED")
-        return Decision(MAY_NO_LONGER_BE_UPDATED, "the UPS is COMPLETED")
-    return Decision(MAY_NO_LONGER_BE_UPDATED, f"unknown stored state {current!r}")
+            return Decision(st.UPS_ALREADY_COMPLETED, "the UPS is already COMPLETED")
+        return Decision(st.UPS_MAY_NO_LONGER_BE_UPDATED, "the UPS is COMPLETED")
+    return Decision(st.UPS_MAY_NO_LONGER_BE_UPDATED, f"unknown stored state {current!r}")
 
 
 def final_state_problems(ds: Dataset) -> list[str]:
@@ -151,17 +141,21 @@ def check_nset(current: str, recorded_txn: str | None, modification: Dataset) ->
     is required (C301). COMPLETED / CANCELED: C300. Procedure Step State, SOP
     Class and SOP Instance UID are never set by N-SET (0106).
     """
-    given = _txn(modification.get(TRANSACTION_UID).value if TRANSACTION_UID in modification else "")
+    given = _txn(
+        modification.get(tags.TRANSACTION_UID).value if tags.TRANSACTION_UID in modification else ""
+    )
     if current in FINAL:
-        return Decision(MAY_NO_LONGER_BE_UPDATED, f"the UPS is {current}")
+        return Decision(st.UPS_MAY_NO_LONGER_BE_UPDATED, f"the UPS is {current}")
     if current == SCHEDULED:
         if given:
-            return Decision(NOT_IN_PROGRESS, "Transaction UID given but the UPS is SCHEDULED")
+            return Decision(
+                st.UPS_NOT_IN_PROGRESS, "Transaction UID given but the UPS is SCHEDULED"
+            )
     elif current == IN_PROGRESS and given != _txn(recorded_txn):
-        return Decision(WRONG_TRANSACTION_UID, "the Transaction UID is not the performer's")
+        return Decision(st.UPS_WRONG_TRANSACTION_UID, "the Transaction UID is not the performer's")
     for tag, words in _FIXED.items():
         if tag in modification:
-            return Decision(INVALID_ATTRIBUTE_VALUE, f"{words} cannot be set by N-SET")
+            return Decision(st.INVALID_ATTRIBUTE_VALUE, f"{words} cannot be set by N-SET")
     return OK
 
 
@@ -173,7 +167,7 @@ def apply_nset(ds: Dataset, modification: Dataset) -> set[int]:
     """
     changed: set[int] = set()
     for elem in modification:
-        if elem.tag == TRANSACTION_UID or elem.tag.element == 0:
+        if elem.tag == tags.TRANSACTION_UID or elem.tag.element == 0:
             continue
         ds[elem.tag] = elem
         changed.add(int(elem.tag))
@@ -183,18 +177,14 @@ def apply_nset(ds: Dataset, modification: Dataset) -> set[int]:
 def request_cancel(current: str) -> Decision:
     """N-ACTION Request Cancel (action type 2) on a UPS in state `current`."""
     if current == SCHEDULED:
-        return Decision(SUCCESS, action="cancel")
+        return Decision(st.SUCCESS, action="cancel")
     if current == IN_PROGRESS:
-        return Decision(SUCCESS, action="notify")
+        return Decision(st.SUCCESS, action="notify")
     if current == CANCELED:
-        return Decision(ALREADY_CANCELED, "the UPS is already CANCELED")
+        return Decision(st.UPS_ALREADY_CANCELED, "the UPS is already CANCELED")
     if current == COMPLETED:
-        return Decision(CANCEL_ALREADY_COMPLETED, "the UPS is already COMPLETED")
-    return Decision(MAY_NO_LONGER_BE_UPDATED, f"unknown stored state {current!r}")
-
-
-def _now_dt() -> str:
-    return datetime.now().astimezone().strftime("%Y%m%d%H%M%S.%f%z")
+        return Decision(st.UPS_CANCEL_ALREADY_COMPLETED, "the UPS is already COMPLETED")
+    return Decision(st.UPS_MAY_NO_LONGER_BE_UPDATED, f"unknown stored state {current!r}")
 
 
 def complete(ds: Dataset) -> None:
@@ -225,7 +215,7 @@ def cancel(ds: Dataset, details: Dataset | None = None) -> None:
     """Mark `ds` CANCELED: the cancellation date-time and, when given, the discontinuation
     reason go into the Procedure Step Progress Information Sequence; a Performed
     Procedure Step End DateTime is filled in when the performer left none."""
-    now = _now_dt()
+    now = now_dt()
     ds.ProcedureStepState = CANCELED
     progress = ds.get("ProcedureStepProgressInformationSequence")
     if not progress:

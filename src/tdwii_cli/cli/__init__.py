@@ -1,0 +1,1 @@
+"""The `tdwii` command line: the typer app, its option groups, one module per command."""

@@ -1,0 +1,1 @@
+"""Option groups declared once and shared by the commands: TLS, association, logging."""

@@ -1,0 +1,271 @@
+"""`tdwii serve`: the UPS worklist manager (UPS SCP + Verification SCP), plain or over (m)TLS.
+
+The command merges the INI file, the command line and the AE configuration, logs
+the result at `-v`, and runs `tdwii_cli.server.manager.WorklistManager` until a
+signal. (No `from __future__ import annotations` here: typer reads these
+annotations at runtime.)
+"""
+
+import errno
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tdwii_cli.cli.options.log import LogOptions, log_options
+from tdwii_cli.cli.options.tls import tls_option_values
+from tdwii_cli.errors import TdwiiError
+
+if TYPE_CHECKING:
+    from tdwii_cli.server.config import ServeConfig
+    from tdwii_cli.tls.options import TlsOptions
+
+log = logging.getLogger("tdwii.serve")
+
+NET = "Network"
+
+
+@log_options
+@tls_option_values()
+def serve(
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            "-p",
+            min=0,
+            max=65535,
+            help="Port to listen on; default 2762 with --mtls/--tls, else 11112.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    bind_address: Annotated[
+        str | None,
+        typer.Option(
+            "--bind-address",
+            "-ba",
+            metavar="ADDRESS",
+            help="Address to listen on; default all interfaces, IPv4 and IPv6.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    ae_title: Annotated[
+        str | None,
+        typer.Option(
+            "--ae-title", "-aet", help="Our AE title; default UPSSCP.", rich_help_panel=NET
+        ),
+    ] = None,
+    max_pdu: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pdu",
+            min=0,
+            help="Maximum PDU size we receive, 0 unlimited; default 16382.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    acse_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--acse-timeout",
+            "-ta",
+            min=0.001,
+            metavar="SECONDS",
+            help="ACSE timeout; default 30.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    dimse_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--dimse-timeout",
+            "-td",
+            min=0.001,
+            metavar="SECONDS",
+            help="DIMSE timeout; default 30.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    network_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--network-timeout",
+            "-tn",
+            min=0.001,
+            metavar="SECONDS",
+            help="Network (idle) timeout; default 60.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    max_associations: Annotated[
+        int | None,
+        typer.Option(
+            "--max-associations",
+            min=1,
+            metavar="N",
+            help="More at once are rejected (A-ASSOCIATE-RJ); default 10.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    handshake_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--handshake-timeout",
+            min=0.001,
+            metavar="SECONDS",
+            help="A TLS handshake must complete within this; default 10.",
+            rich_help_panel=NET,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            help="INI configuration (upsscp.py keys under [DEFAULT]); options override it.",
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", metavar="FILE", help="Workitem database; default ./tdwii.sqlite."),
+    ] = None,
+    ae_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ae-config",
+            metavar="FILE",
+            help="Known application entities (ApplicationEntities.json).",
+        ),
+    ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Purge COMPLETED/CANCELED workitems after this long (e.g. 30d, 12h, 90s) "
+            "unless a subscriber holds a deletion lock; default: keep them.",
+        ),
+    ] = None,
+    *,
+    log: LogOptions,
+    tls: dict[str, Any],
+) -> None:
+    """Run the UPS worklist manager (UPS Push, Pull, Watch, Query, Event; C-ECHO) on SQLite.
+
+    Stop it with Ctrl-C or SIGTERM: running associations finish, then it exits 0.
+    """
+    command_line = {
+        "port": port,
+        "bind_address": bind_address,
+        "ae_title": ae_title,
+        "max_pdu": max_pdu,
+        "acse_timeout": acse_timeout,
+        "dimse_timeout": dimse_timeout,
+        "network_timeout": network_timeout,
+        "max_associations": max_associations,
+        "handshake_timeout": handshake_timeout,
+        "database_location": db,
+        "ae_config": ae_config,
+        "retention": retention,
+    }
+    code = run_serve(command_line, tls, config_file=config, quiet=log.level > logging.WARNING)
+    raise typer.Exit(code)
+
+
+_TLS_KEYS = ("mutual_tls", "ca_certificate", "certificate", "private_key")
+
+
+def run_serve(
+    command_line: dict[str, Any],
+    tls_values: dict[str, Any],
+    *,
+    config_file: Path | None = None,
+    quiet: bool = False,
+) -> int:
+    """Merge the configuration, start the worklist manager, serve until a signal; exit code."""
+    from tdwii_cli.cli.console import stderr_console
+    from tdwii_cli.server import config as serveconfig
+    from tdwii_cli.server.manager import WorklistManager
+    from tdwii_cli.server.store import StoreError
+
+    ini = serveconfig.read_ini(config_file) if config_file is not None else None
+    config = serveconfig.effective_config(ini, command_line)
+    tls = serveconfig.resolve_tls(config, tls_values)
+    known = (
+        serveconfig.load_application_entities(config.ae_config)
+        if config.ae_config is not None
+        else {}
+    )
+    manager = WorklistManager(config, tls, known)
+    mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode]
+    if log.isEnabledFor(logging.INFO):
+        _log_config(config, tls, mode, manager.port, sorted(known), config_file)
+    try:
+        manager.start()
+    except StoreError as exc:
+        raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
+    except OSError as exc:
+        raise _listen_error(exc, config.bind_address, manager.port) from None
+    except ValueError as exc:  # pynetdicom: a bad AE title or address
+        raise TdwiiError(f"cannot start: {exc}".splitlines()[0]) from None
+    host, bound_port = manager.address
+    if not quiet:
+        shown = f"[{host}]" if ":" in host else host
+        stderr_console().print(
+            f"tdwii serve: {config.ae_title} listening on {shown}:{bound_port} ({mode}), "
+            f"database {config.database_location}; Ctrl-C to stop",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    code = manager.serve_until_signal()
+    log.info("stopped")
+    return code
+
+
+def _log_config(
+    config: "ServeConfig",
+    tls: "TlsOptions",
+    mode: str,
+    port: int,
+    known: list[str],
+    config_file: Path | None,
+) -> None:
+    """The effective configuration at -v, TLS once as used."""
+    log.info("effective configuration%s:", f" ({config_file})" if config_file else "")
+    for key, value, source in config.rows():
+        if key in _TLS_KEYS:  # the effective TLS lines below say what is used
+            continue
+        if key == "port":
+            value = str(port)
+        log.info("  %-18s %-40s (%s)", key, value, source)
+    log.info("  %-18s %s, profile %s", "tls", mode, tls.profile)
+    if tls.enabled:
+        log.info("  %-18s %s", "ca", ", ".join(str(p) for p in tls.ca))
+        log.info("  %-18s %s", "certificate", tls.cert)
+        log.info("  %-18s %s", "private key", tls.key)
+    if known:
+        log.info("  %-18s %s", "known AEs", ", ".join(known))
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> TdwiiError:
+    where = f"{host or 'all interfaces'} port {port}"
+    if exc.errno == errno.EADDRINUSE:
+        return TdwiiError(
+            f"cannot listen on {where}: the port is in use",
+            hint="stop the other server or choose another --port",
+        )
+    if exc.errno == errno.EACCES:
+        return TdwiiError(
+            f"cannot listen on {where}: permission denied",
+            hint="ports below 1024 need privileges; use 2762 (TLS) or 11112",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return TdwiiError(
+            f"cannot listen on {where}: no such local address",
+            hint="give an address of this host to --bind-address, or leave it out",
+        )
+    return TdwiiError(f"cannot listen on {where}: {exc.strerror or exc}")

@@ -1,0 +1,1 @@
+"""What the client commands do, callable from Python: C-ECHO, creating workitems, DICOM files."""

@@ -1,1 +1,0 @@
-"""One thin module per subcommand: parse options, call the library, render."""

@@ -1,0 +1,1 @@
+"""The DICOM vocabulary tdwii speaks: UIDs, status codes, tags, value rules, data set codec."""

@@ -1,0 +1,83 @@
+"""DIMSE status codes (PS3.7 Annex C, PS3.4 CC.2) and their words.
+
+The codes are named here once; `status_text` takes the standard's words from
+pynetdicom's tables, imported only when a code other than Success is shown.
+"""
+
+from __future__ import annotations
+
+SUCCESS = 0x0000
+
+# General statuses (PS3.7 C.4)
+INVALID_ATTRIBUTE_VALUE = 0x0106
+ATTRIBUTE_LIST_ERROR = 0x0107  # a warning: the instance was created all the same
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+ATTRIBUTE_VALUE_OUT_OF_RANGE = 0x0116  # a warning, like 0107
+NO_SUCH_SOP_CLASS = 0x0118
+MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
+NO_SUCH_ACTION = 0x0123
+
+# C-FIND (PS3.4 C.4.1.1.4)
+PENDING = 0xFF00
+PENDING_WITH_WARNINGS = 0xFF01
+CANCEL = 0xFE00
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+# Unified Procedure Step (PS3.4 CC.2)
+UPS_CREATED_WITH_MODIFICATIONS = 0xB300
+UPS_DELETION_LOCK_NOT_GRANTED = 0xB301
+UPS_ALREADY_CANCELED = 0xB304
+UPS_ALREADY_COMPLETED = 0xB306
+UPS_MAY_NO_LONGER_BE_UPDATED = 0xC300
+UPS_WRONG_TRANSACTION_UID = 0xC301
+UPS_ALREADY_IN_PROGRESS = 0xC302
+UPS_ONLY_BY_NCREATE = 0xC303
+UPS_FINAL_STATE_NOT_MET = 0xC304
+UPS_NO_SUCH_UPS = 0xC307
+UPS_UNKNOWN_RECEIVING_AE = 0xC308
+UPS_NOT_SCHEDULED = 0xC309
+UPS_NOT_IN_PROGRESS = 0xC310
+UPS_CANCEL_ALREADY_COMPLETED = 0xC311
+UPS_PERFORMER_UNREACHABLE = 0xC312
+UPS_PERFORMER_REFUSES_CANCEL = 0xC313
+UPS_NOT_APPROPRIATE = 0xC314
+UPS_EVENTS_NOT_SUPPORTED = 0xC315
+
+# Warnings that still did what was asked (PS3.7 C.4.2: 0001, 0107, 0116; and any Bxxx)
+_GENERAL_WARNINGS = (0x0001, ATTRIBUTE_LIST_ERROR, ATTRIBUTE_VALUE_OUT_OF_RANGE)
+
+
+def is_pending(code: int) -> bool:
+    """FF00 / FF01: more responses follow."""
+    return code in (PENDING, PENDING_WITH_WARNINGS)
+
+
+def is_warning(code: int) -> bool:
+    """A warning status: Bxxx or one of the general warnings 0001, 0107, 0116."""
+    return (code >> 12) == 0xB or code in _GENERAL_WARNINGS
+
+
+def status_text(code: int) -> str:
+    """The standard's words for a DIMSE status, from pynetdicom's tables."""
+    if code == SUCCESS:
+        return "Success"
+    from pynetdicom import status as st
+
+    for table in (
+        st.UNIFIED_PROCEDURE_STEP_SERVICE_CLASS_STATUS,
+        st.GENERAL_STATUS,
+        st.VERIFICATION_SERVICE_CLASS_STATUS,
+    ):
+        if code in table:
+            category, words = table[code]
+            return f"{category}: {words}" if words else category
+    category = st.code_to_category(code)
+    return category if category != st.STATUS_UNKNOWN else "Unknown status"
+
+
+def format_status(code: int) -> str:
+    """E.g. `0xC309 (Failure: The provided value of UPS State was not SCHEDULED)`."""
+    return f"0x{code:04X} ({status_text(code)})"

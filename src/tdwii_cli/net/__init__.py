@@ -1,0 +1,1 @@
+"""The DICOM upper layer on plain sockets: PDUs, DIMSE messages, associations, the log."""

@@ -1,0 +1,337 @@
+"""An association we request, on plain sockets and `ssl`: connect, associate, DIMSE, release.
+
+`open_association(...)` connects (TCP_NODELAY, TLS with the given context),
+proposes the presentation contexts, yields an `Association` and releases it when
+the body is done; whatever goes wrong on the way (refusal, timeout, abort, TLS
+verdicts that come late in TLS 1.3, a peer that is not DICOM) is raised as one of
+the typed errors of `tdwii_cli.net.errors`.
+
+On the `Association`, `request()` sends any C- or N- request (a `Command` and
+an optional data set) and yields its responses, pending ones first; `send()` and
+`response()` split that in two for callers that overlap work with the peer's.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tdwii_cli.dicom.status import is_pending
+from tdwii_cli.dicom.uids import TRANSFER_SYNTAXES, uid_name
+from tdwii_cli.net import dimse, pdu
+from tdwii_cli.net import log as netlog
+from tdwii_cli.net.dimse import Command, Message
+from tdwii_cli.net.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ClosedBeforeAnswer,
+    ConnectionLost,
+    ContextRefused,
+    HandshakeFailed,
+    NetError,
+    PeerTimeout,
+    ProtocolViolation,
+    Unreachable,
+    closed_after_handshake,
+)
+from tdwii_cli.net.options import ScuOptions
+from tdwii_cli.net.sockets import set_nodelay
+from tdwii_cli.tls.diagnosis import describe_handshake_error
+
+log = logging.getLogger("tdwii.net")
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    """A presentation context the peer accepted: its id, abstract and transfer syntax."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+def propose(
+    abstract_syntaxes: Sequence[str],
+    transfer_syntaxes: Sequence[str] = TRANSFER_SYNTAXES,
+    *,
+    separate: bool = False,
+) -> list[pdu.PresentationContext]:
+    """Presentation contexts for each abstract syntax: one offering every transfer syntax,
+    or with `separate` one per transfer syntax (the acceptor then accepts each it supports
+    and we pick, instead of the acceptor)."""
+    groups = [(ts,) for ts in transfer_syntaxes] if separate else [tuple(transfer_syntaxes)]
+    contexts = []
+    for abstract in abstract_syntaxes:
+        for group in groups:
+            contexts.append(pdu.PresentationContext(2 * len(contexts) + 1, abstract, group))
+    return contexts
+
+
+class Association:
+    """An established association: its socket, what the peer accepted, the TLS session."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        options: ScuOptions,
+        accepted: pdu.AssociateAC,
+        proposed: Sequence[pdu.PresentationContext],
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.options = options
+        self.accepted = accepted
+        self.proposed = {cx.id: cx for cx in proposed}
+        self._message_id = 0
+
+    @property
+    def max_pdu(self) -> int:
+        """The longest P-DATA-TF the peer takes (0: no limit)."""
+        return self.accepted.max_pdu
+
+    @property
+    def tls_version(self) -> str:
+        return (self.sock.version() or "") if isinstance(self.sock, ssl.SSLSocket) else ""
+
+    @property
+    def cipher(self) -> str:
+        if not isinstance(self.sock, ssl.SSLSocket):
+            return ""
+        return (self.sock.cipher() or ("",))[0]
+
+    def accepted_contexts(self) -> list[AcceptedContext]:
+        """Every context the peer accepted, in the order we proposed them."""
+        out = []
+        for cid, result, syntax in self.accepted.contexts:
+            proposal = self.proposed.get(cid)
+            if result == 0 and proposal is not None and syntax in proposal.transfer_syntaxes:
+                out.append(AcceptedContext(cid, proposal.abstract_syntax, syntax))
+        return sorted(out, key=lambda cx: cx.id)
+
+    def rejected_contexts(self) -> list[tuple[str, str]]:
+        """(abstract syntax, the peer's reason) of each context the peer did not accept."""
+        out = []
+        for cid, result, _syntax in self.accepted.contexts:
+            proposal = self.proposed.get(cid)
+            if result != 0 and proposal is not None:
+                why = pdu.CONTEXT_RESULTS.get(result, f"result {result}")
+                out.append((proposal.abstract_syntax, why))
+        return out
+
+    def context(
+        self, abstract_syntax: str, preferred: Sequence[str] = TRANSFER_SYNTAXES
+    ) -> AcceptedContext:
+        """The accepted context for `abstract_syntax` whose transfer syntax comes first in
+        `preferred` (any accepted one if none is); `ContextRefused` when there is none."""
+        found = [cx for cx in self.accepted_contexts() if cx.abstract_syntax == abstract_syntax]
+        if not found:
+            raise ContextRefused(self.peer, self.options.called_aet, abstract_syntax)
+        rank = {ts: i for i, ts in enumerate(preferred)}
+        return min(found, key=lambda cx: rank.get(cx.transfer_syntax, len(rank)))
+
+    def next_message_id(self) -> int:
+        """A fresh Message ID (1..65535, then round again)."""
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def send(self, command: Command, dataset: bytes | None, context: AcceptedContext) -> None:
+        """Send one message on `context`, fragmented to the peer's maximum PDU."""
+        self.sock.sendall(dimse.encode_message(context.id, command, dataset, self.max_pdu))
+
+    def receive(self) -> Message:
+        """The next message from the peer (within the DIMSE timeout)."""
+        return dimse.read_message(self.sock)
+
+    def response(self, request: Command) -> Message:
+        """The next message, checked to be a response to `request` (`ProtocolError` if not)."""
+        message = self.receive()
+        rsp = message.command
+        expected = request.field | 0x8000
+        if rsp.field != expected:
+            raise pdu.ProtocolError(
+                f"expected a response 0x{expected:04X}, got Command Field 0x{rsp.field:04X}"
+            )
+        if rsp.status is None:
+            raise pdu.ProtocolError(f"{rsp.name} without a Status")
+        if rsp.responding_to != request.message_id:
+            raise pdu.ProtocolError(
+                f"{rsp.name} answers message {rsp.responding_to}, not {request.message_id}"
+            )
+        return message
+
+    def request(
+        self, command: Command, dataset: bytes | None, context: AcceptedContext
+    ) -> Iterator[Message]:
+        """Send `command` (with `dataset`) and yield its responses: the pending ones
+        (C-FIND FF00/FF01) as they come, then the final one."""
+        self.send(command, dataset, context)
+        while True:
+            message = self.response(command)
+            yield message
+            if message.command.status is None or not is_pending(message.command.status):
+                return
+
+    def cancel(self, request: Command, context: AcceptedContext) -> None:
+        """C-CANCEL-RQ for the pending `request` (its responses keep coming until the final)."""
+        cancel = Command(field=dimse.C_CANCEL_RQ, responding_to=request.message_id)
+        self.send(cancel, None, context)
+
+
+def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOptions) -> socket.socket:
+    """A TCP (+ TLS) connection with TCP_NODELAY; `Unreachable` or `HandshakeFailed`."""
+    peer = f"{host}:{port}"
+    try:
+        raw = socket.create_connection((host, port), timeout=options.connect_timeout)
+    except OSError as exc:
+        words = (
+            "connection timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        )
+        raise Unreachable(peer, words) from None
+    set_nodelay(raw)
+    if ctx is None:
+        raw.settimeout(options.acse_timeout)
+        return raw
+    try:
+        sock = ctx.wrap_socket(raw, server_hostname=host)  # handshake within the connect timeout
+    except OSError as exc:
+        raw.close()
+        raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
+    netlog.handshake_ok(peer, sock)
+    sock.settimeout(options.acse_timeout)
+    return sock
+
+
+def _associate(
+    sock: socket.socket,
+    peer: str,
+    options: ScuOptions,
+    contexts: Sequence[pdu.PresentationContext],
+    tls_on: bool,
+    mutual: bool,
+) -> pdu.AssociateAC:
+    """A-ASSOCIATE-RQ/AC, with the errors only this first exchange can tell apart."""
+    if log.isEnabledFor(logging.DEBUG):
+        for cx in contexts:
+            log.debug(
+                "%s: A-ASSOCIATE-RQ %s -> %s, context %d: %s with %s, our max PDU %d",
+                peer,
+                options.calling_aet,
+                options.called_aet,
+                cx.id,
+                uid_name(cx.abstract_syntax),
+                ", ".join(uid_name(ts) for ts in cx.transfer_syntaxes),
+                pdu.MAX_PDU,
+            )
+    try:
+        sock.sendall(pdu.associate_rq(options.calling_aet, options.called_aet, contexts))
+        pdu_type, payload = pdu.read_pdu(sock)
+    except ssl.SSLError as exc:
+        if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
+        raise closed_after_handshake(peer, mutual) from None
+    except TimeoutError:
+        raise PeerTimeout(peer) from None
+    except (pdu.Closed, OSError) as exc:
+        if not tls_on:
+            # a TLS server reads our A-ASSOCIATE-RQ as a broken ClientHello and hangs up
+            raise ClosedBeforeAnswer(peer, tls=False) from None
+        # TLS 1.3: the server checks our certificate after our side of the handshake
+        # is done; its alert is often lost when it closes on our unread request.
+        raise closed_after_handshake(peer, mutual) from exc
+    if pdu_type == pdu.A_ASSOCIATE_RJ:
+        raise AssociationRejected(peer, options.called_aet, str(pdu.parse_associate_rj(payload)))
+    if pdu_type == pdu.A_ABORT:
+        # an A-ABORT over an established TLS session: our certificate was accepted
+        raise AssociationAborted(peer, "A-ABORT in answer to the association request", tls=tls_on)
+    if pdu_type != pdu.A_ASSOCIATE_AC:
+        raise pdu.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} after A-ASSOCIATE-RQ")
+    return pdu.parse_associate_ac(payload)
+
+
+def release(sock: socket.socket) -> None:
+    """A-RELEASE-RQ, then wait for the RP (a peer that just closes is fine too)."""
+    sock.sendall(pdu.RELEASE_RQ)
+    try:
+        while True:
+            pdu_type, _ = pdu.read_pdu(sock)
+            if pdu_type in (pdu.A_RELEASE_RP, pdu.A_ABORT):
+                return
+    except (pdu.Closed, pdu.ProtocolError, OSError):
+        return
+
+
+@contextmanager
+def open_association(
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext | None,
+    options: ScuOptions,
+    contexts: Sequence[pdu.PresentationContext],
+    *,
+    mutual: bool = True,
+    required: Sequence[str] | None = None,
+) -> Iterator[Association]:
+    """An association proposing `contexts` (see `propose`), released after the body.
+
+    Every abstract syntax in `required` (default: all proposed) must be accepted,
+    else the association is released and `ContextRefused` raised. The socket's
+    timeout is the DIMSE timeout inside the body (the ACSE timeout while
+    associating and releasing). Failures in the body are translated too; a
+    `NetError` from the body passes through, and on any failure the peer gets an
+    A-ABORT and the connection is closed.
+    """
+    peer = f"{host}:{port}"
+    tls_on = ctx is not None
+    sock = connect(host, port, ctx, options)
+    established = False
+    try:
+        acc = _associate(sock, peer, options, contexts, tls_on, mutual)
+        assoc = Association(sock, peer, options, acc, contexts)
+        netlog.association_accepted(
+            peer,
+            options.calling_aet,
+            acc.called,
+            acc.max_pdu,
+            [(cx.abstract_syntax, cx.transfer_syntax) for cx in assoc.accepted_contexts()],
+            assoc.rejected_contexts(),
+        )
+        for abstract in dict.fromkeys(required or [cx.abstract_syntax for cx in contexts]):
+            if not any(cx.abstract_syntax == abstract for cx in assoc.accepted_contexts()):
+                release(sock)
+                raise ContextRefused(peer, options.called_aet, abstract)
+        sock.settimeout(options.dimse_timeout)
+        established = True
+        yield assoc
+        sock.settimeout(options.acse_timeout)
+        established = False
+        release(sock)
+        netlog.association_released(peer)
+    except NetError:
+        raise
+    except TimeoutError:
+        raise PeerTimeout(peer) from None
+    except ssl.SSLError as exc:  # TLS 1.3: the server's verdict on our certificate comes late
+        raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
+    except (pdu.AbortReceived, pdu.Closed) as exc:
+        raise AssociationAborted(peer, str(exc), tls=tls_on) from None
+    except pdu.ProtocolError as exc:
+        raise ProtocolViolation(peer, str(exc)) from None
+    except OSError as exc:
+        raise ConnectionLost(peer, exc.strerror or str(exc)) from None
+    finally:
+        if established:  # the body failed: tell the peer (PS3.8 A-ABORT) before closing
+            _abort_quietly(sock)
+        sock.close()
+
+
+def _abort_quietly(sock: socket.socket) -> None:
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(pdu.ABORT)
+    except (OSError, ValueError):
+        pass

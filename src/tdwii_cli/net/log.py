@@ -1,0 +1,125 @@
+"""The connection log shared by clients and server: TLS handshakes, associations, DIMSE lines.
+
+Lines go to the `tdwii.net` logger. Handshake successes and associations show at
+INFO (`-v`), the peer's whole certificate at DEBUG (a record that carries it as
+`record.certificate`, which the console may render as a table); failures always,
+as warnings. Nothing the peer sent reaches a line unescaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable
+
+from tdwii_cli.dicom.status import format_status
+from tdwii_cli.dicom.uids import uid_name
+from tdwii_cli.net.dimse import C_CANCEL_RQ, Command
+
+log = logging.getLogger("tdwii.net")
+
+
+def printable(text: object) -> str:
+    """`text` with control characters (and backslashes) escaped, for a log line."""
+    value = str(text)
+    if value.isprintable() and "\\" not in value:
+        return value
+    return value.encode("unicode_escape").decode("ascii")
+
+
+def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
+    """Peer, TLS version and cipher, and the peer certificate in short (in full at DEBUG)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    cipher = sock.cipher()
+    der = sock.getpeercert(binary_form=True)
+    alpn = sock.selected_alpn_protocol()
+    line = f"{peer}: TLS handshake ok, {sock.version()} {cipher[0] if cipher else '?'}"
+    if alpn:
+        line += f", ALPN {printable(alpn)}"
+    if not der:
+        log.info("%s; the peer presented no certificate", line)
+        return
+    from tdwii_cli.tls.certinfo import cert_info, one_line
+
+    info = cert_info(der)
+    log.info("%s; peer certificate %s", line, printable(one_line(info)))
+    log.debug(
+        "%s: peer certificate subject=%s issuer=%s sans=%s sha256=%s",
+        peer,
+        printable(info.subject),
+        printable(info.issuer),
+        printable(",".join(info.sans)),
+        info.sha256,
+        extra={"certificate": info, "title": f"peer certificate of {peer}"},
+    )
+
+
+def handshake_failed(peer: str, exc: BaseException, side: str = "server") -> None:
+    """One warning line: peer, the reason in plain words and what to do."""
+    from tdwii_cli.tls.diagnosis import describe_handshake_error
+
+    failure = describe_handshake_error(exc, side="server" if side == "server" else "client")
+    log.warning("%s: TLS handshake failed: %s (%s)", peer, failure.reason, failure.advice)
+    log.debug("%s: handshake error detail: %r", peer, exc)
+
+
+def association_accepted(
+    peer: str,
+    calling: str,
+    called: str,
+    peer_max_pdu: int,
+    accepted: Iterable[tuple[str, str]],
+    rejected: Iterable[tuple[str, str]] = (),
+) -> None:
+    """The association line, then one line per accepted and per rejected context."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    log.info(
+        "%s: association accepted, %s -> %s, peer max PDU %s",
+        peer,
+        printable(calling),
+        printable(called),
+        peer_max_pdu or "unlimited",
+    )
+    for abstract, syntax in accepted:
+        log.info("  accepted  %s  %s", uid_name(abstract), uid_name(syntax))
+    for abstract, why in rejected:
+        log.info("  rejected  %s  (%s)", printable(uid_name(abstract)), why or "rejected")
+
+
+def association_rejected(peer: str, detail: str = "") -> None:
+    log.warning("%s: association rejected%s", peer, f": {detail}" if detail else "")
+
+
+def association_released(peer: str) -> None:
+    log.info("%s: association released", peer)
+
+
+def association_aborted(peer: str) -> None:
+    log.warning("%s: association aborted", peer)
+
+
+def dimse_line(peer: str, direction: str, command: Command, took_ms: float | None = None) -> None:
+    """One INFO line for a DIMSE message `direction` ("sent"/"received") on `peer`'s
+    association; a response also shows its status and, when known, its round trip."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    if command.field == C_CANCEL_RQ:  # names the request it cancels, has no ID of its own
+        log.info("%s: %s %s of id=%s", peer, direction, command.name, command.responding_to)
+        return
+    if not command.is_response:
+        uid = f" uid={printable(command.sop_instance)}" if command.sop_instance else ""
+        log.info("%s: %s %s id=%s%s", peer, direction, command.name, command.message_id, uid)
+        return
+    status = format_status(command.status) if command.status is not None else "no status"
+    took = f" in {took_ms:.1f} ms" if took_ms is not None else ""
+    log.info(
+        "%s: %s %s id=%s status %s%s",
+        peer,
+        direction,
+        command.name,
+        command.responding_to,
+        status,
+        took,
+    )

@@ -1,0 +1,1 @@
+"""The worklist manager and its stores: configuration, UPS SCP, events, journal, acceptor."""

@@ -1,0 +1,541 @@
+"""The worklist manager's DICOM services as one object: Verification and every UPS operation.
+
+`UpsScp` answers C-ECHO, N-CREATE (UPS Push), C-FIND (Query, Pull, Watch),
+N-GET, N-SET and N-ACTION (Change State, Request Cancel, Subscribe,
+Unsubscribe, Suspend Global Subscription) from `Request`s, whatever acceptor
+carried them, and sends the N-EVENT-REPORTs they cause through its
+`EventSender`. `start()` and `stop()` are called by the server around serving.
+
+N-CREATE follows PS3.4 CC.2.5 with the rules shared with the client
+(`tdwii_cli.ups.ncreate`): the first problem found is answered (with an Error
+Comment), a duplicate SOP Instance UID is 0111 (the store's primary key makes
+that hold across restarts), missing Type 2 attributes are added empty, and when
+the request has no Affected SOP Instance UID the SCP assigns one. Success is
+answered only once the workitem is committed.
+
+Every read-check-write runs in one store transaction; event reports are queued
+after the commit and sent from the sender's threads, never on the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+
+from tdwii_cli.clock import utc_now
+from tdwii_cli.dicom import status as st
+from tdwii_cli.dicom import tags
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH
+from tdwii_cli.dicom.values import valid_uid
+from tdwii_cli.server.config import KnownAE
+from tdwii_cli.server.eventjournal import EventJournal
+from tdwii_cli.server.events import (
+    ASSIGNED,
+    CANCEL_REQUESTED,
+    PROGRESS_REPORT,
+    SCP_STATUS_CHANGE,
+    STATE_REPORT,
+    EventSender,
+)
+from tdwii_cli.server.messages import Reply, Request
+from tdwii_cli.server.store import DuplicateWorkitem, WorkitemStore
+from tdwii_cli.server.subscriptions import FILTERED_GLOBAL, GLOBAL, WELL_KNOWN, Subscriptions
+from tdwii_cli.tls.options import TlsOptions
+from tdwii_cli.ups import ncreate, states
+from tdwii_cli.ups.matching import Query, QueryError
+
+log = logging.getLogger("tdwii.ups")
+serve_log = logging.getLogger("tdwii.serve")
+
+# N-ACTION action types (PS3.4 CC.2.1 to CC.2.3)
+CHANGE_STATE, REQUEST_CANCEL, SUBSCRIBE, UNSUBSCRIBE, SUSPEND_GLOBAL = 1, 2, 3, 4, 5
+
+
+def _fail(status: int, comment: str) -> Reply:
+    return Reply(status, comment)
+
+
+class UpsScp:
+    """The Verification and UPS services of one worklist manager, over one store."""
+
+    def __init__(
+        self,
+        store: WorkitemStore,
+        *,
+        ae_title: str = "UPSSCP",
+        known_aes: Mapping[str, KnownAE] | None = None,
+        tls: TlsOptions | None = None,
+        retention: float | None = None,
+        sender: EventSender | None = None,
+    ) -> None:
+        self.store = store
+        self.ae_title = ae_title
+        self.known_aes = dict(known_aes or {})
+        self.subscriptions = Subscriptions(store)
+        self.sender = sender or EventSender(
+            ae_title, self.known_aes, tls, journal=EventJournal(store)
+        )
+        self.retention = retention
+        self._stop = threading.Event()
+        self._purger: threading.Thread | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue the reports a previous run left, tell subscribers we (re)started, and start
+        the retention purge when configured."""
+        self.sender.restore()
+        for ae_title in self.subscriptions.global_subscribers():
+            info = Dataset()
+            info.SCPStatus = "RESTARTED"
+            info.SubscriptionListStatus = "WARM START"
+            info.UnifiedProcedureStepListStatus = "WARM START"
+            self.sender.submit(ae_title, SCP_STATUS_CHANGE, GLOBAL, info)
+        if self.retention is not None:
+            self._purger = threading.Thread(target=self._purge_loop, name="tdwii-retention")
+            self._purger.daemon = True
+            self._purger.start()
+
+    def stop(self) -> None:
+        """Stop purging; give queued event reports a moment to go out."""
+        self._stop.set()
+        self.sender.stop(timeout=2.0)
+        if self._purger is not None:
+            self._purger.join(2.0)
+
+    def purge_once(self) -> list[str]:
+        """Delete final workitems older than the retention with no Deletion Lock."""
+        if self.retention is None:
+            return []
+        cutoff = utc_now() - timedelta(seconds=self.retention)
+        uids = self.subscriptions.purge(cutoff.isoformat(timespec="microseconds"))
+        if uids:
+            log.info("retention: purged %d completed/canceled workitem(s)", len(uids))
+        return uids
+
+    def _purge_loop(self) -> None:
+        assert self.retention is not None
+        interval = min(60.0, max(0.5, self.retention / 10))
+        while not self._stop.wait(interval):
+            try:
+                self.purge_once()
+            except Exception as exc:
+                log.warning("retention purge failed: %s", exc)
+
+    # -- events --------------------------------------------------------------------------
+
+    def notify(
+        self, uid: str, event_type: int, info: Dataset, also: tuple[str, ...] = ()
+    ) -> list[str]:
+        """Queue one report for every subscriber of `uid` (and `also`); return the AE titles."""
+        recipients = sorted(set(self.subscriptions.subscribers(uid)) | set(also))
+        for ae_title in recipients:
+            self.sender.submit(ae_title, event_type, uid, info)
+        return recipients
+
+    def _after_create(self, ds: Dataset) -> None:
+        """Subscribe the global subscribers to a new workitem and send them its SCHEDULED
+        State Report (and an Assigned report when it names a station or performers)."""
+        recipients = self.subscriptions.on_created(ds)
+        if not recipients:
+            return
+        uid = str(ds.SOPInstanceUID)
+        report = states.state_report(ds)
+        assigned = states.assigned_report(ds)
+        for ae_title in recipients:
+            self.sender.submit(ae_title, STATE_REPORT, uid, report)
+            if assigned is not None:
+                self.sender.submit(ae_title, ASSIGNED, uid, assigned)
+
+    # -- C-ECHO --------------------------------------------------------------------------
+
+    def echo(self, request: Request) -> Reply:
+        """Verification: always Success."""
+        serve_log.debug("C-ECHO from %s", request.calling_ae)
+        return Reply(st.SUCCESS)
+
+    # -- N-CREATE ------------------------------------------------------------------------
+
+    def create(self, request: Request) -> Reply:
+        """N-CREATE of a UPS (UPS Push)."""
+        caller = request.calling_ae
+        sop_class = request.command.sop_class
+        if sop_class != UPS_PUSH:
+            serve_log.warning("N-CREATE refused: SOP Class %s is not UPS Push", sop_class)
+            return _fail(st.NO_SUCH_SOP_CLASS, "N-CREATE is only defined for UPS Push")
+        try:
+            ds = request.dataset()
+            if ds is None:
+                raise ValueError("no attribute list")
+            ds.get("ProcedureStepState")  # decoding is lazy: fail here, not later
+        except Exception as exc:
+            serve_log.warning("N-CREATE refused: the attribute list cannot be decoded: %s", exc)
+            return _fail(st.PROCESSING_FAILURE, "attribute list cannot be decoded")
+
+        requested = request.sop_instance
+        uid = requested or str(ds.get("SOPInstanceUID") or "").strip() or generate_uid()
+        if not valid_uid(uid):
+            serve_log.info("N-CREATE refused (0106): invalid SOP Instance UID %r", uid)
+            return _fail(st.INVALID_ATTRIBUTE_VALUE, f"invalid SOP Instance UID {uid}")
+
+        problems = ncreate.check_ncreate(ds)
+        if problems:
+            first = problems[0]
+            serve_log.info(
+                "N-CREATE %s from %s refused (0x%04X): %s",
+                uid,
+                caller,
+                first.status,
+                "; ".join(p.message for p in problems),
+            )
+            return _fail(first.status, first.message)
+
+        checked = ds
+        received = self._as_received(request, checked, uid)
+        if received is None:  # something to add or change: encode a fresh copy
+            # The check converted the values it read; a data set whose values are still
+            # the received bytes is written to the store about three times faster.
+            ds = request.fresh_dataset() or ds
+            ncreate.complete_type2(ds)
+            if "TransactionUID" in ds:  # present but empty: never stored in the dataset
+                del ds.TransactionUID
+            ds.SOPClassUID = UPS_PUSH
+            ds.SOPInstanceUID = uid
+        try:
+            self.store.create(ds, index_from=checked, encoded=received)
+        except DuplicateWorkitem:
+            serve_log.info("N-CREATE %s from %s refused (0x0111): duplicate", uid, caller)
+            return _fail(st.DUPLICATE_SOP_INSTANCE, "a workitem with this SOP Instance UID exists")
+        try:
+            self._after_create(ds)
+        except Exception as exc:  # the workitem is stored: answer Success regardless
+            serve_log.warning("after N-CREATE of %s: %s", uid, exc)
+        serve_log.info(
+            "created workitem %s (patient %s, label %r) for %s",
+            uid,
+            ds.get("PatientID", ""),
+            str(ds.get("ProcedureStepLabel", "")),
+            caller,
+        )
+        return Reply(st.SUCCESS, sop_instance="" if requested else uid)
+
+    @staticmethod
+    def _as_received(request: Request, checked: Dataset, uid: str) -> bytes | None:
+        """The attribute list's bytes when they are exactly what the store keeps, else None.
+
+        That is when they are Explicit VR Little Endian and the SCP has nothing to
+        add or change: every Type 2 attribute present, no Transaction UID, the SOP
+        Class and Instance UIDs present and right. A complete workitem then costs
+        no encoding at all.
+        """
+        try:
+            if request.transfer_syntax != EXPLICIT_VR_LE or request.data is None:
+                return None
+            if "TransactionUID" in checked or ncreate.missing_type2(checked):
+                return None
+            if checked.get("SOPClassUID") != UPS_PUSH or checked.get("SOPInstanceUID") != uid:
+                return None
+            return request.data
+        except Exception:  # the encoding path decides
+            return None
+
+    # -- C-FIND --------------------------------------------------------------------------
+
+    def find(self, request: Request) -> Iterator[Reply]:
+        """Stream the matching workitems (pending replies, then Success); honour C-CANCEL."""
+        caller = request.calling_ae
+        try:
+            identifier = request.dataset()
+            if identifier is None:
+                raise ValueError("no identifier")
+            query = Query.from_identifier(identifier)
+        except QueryError as exc:
+            log.info("C-FIND from %s refused (0xA900): %s", caller, exc)
+            yield Reply(st.IDENTIFIER_DOES_NOT_MATCH, str(exc))
+            return
+        except Exception as exc:
+            log.info("C-FIND from %s: identifier cannot be decoded: %s", caller, exc)
+            yield Reply(st.UNABLE_TO_PROCESS)
+            return
+        count = 0
+        rows = self.store.select(query.where, query.params)
+        try:
+            for item in rows:
+                if request.cancelled():
+                    log.info("C-FIND from %s canceled after %d match(es)", caller, count)
+                    yield Reply(st.CANCEL)
+                    return
+                ds = item.dataset
+                if not query.post_filter(ds):
+                    continue
+                count += 1
+                yield Reply(st.PENDING, dataset=query.response(ds))
+        finally:
+            rows.close()
+        log.info("C-FIND from %s: %d match(es)", caller, count)
+        yield Reply(st.SUCCESS)
+
+    # -- N-GET ---------------------------------------------------------------------------
+
+    def get(self, request: Request) -> Reply:
+        """The requested attributes (all when none are listed), never the Transaction UID;
+        C307 for an unknown instance."""
+        uid = request.sop_instance
+        item = self.store.get(uid)
+        if item is None:
+            return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+        ds = item.dataset
+        wanted = request.command.attribute_identifiers
+        out = Dataset()
+        if tags.SPECIFIC_CHARACTER_SET in ds:
+            out.add(ds[tags.SPECIFIC_CHARACTER_SET])
+        if not wanted:
+            for elem in ds:
+                if elem.tag != tags.TRANSACTION_UID:
+                    out.add(elem)
+        else:
+            for tag in wanted:
+                if tag == tags.TRANSACTION_UID:
+                    continue
+                if tag in ds:
+                    out.add(ds[tag])
+                    continue
+                try:
+                    vr = dictionary_VR(tag)
+                except KeyError:
+                    continue
+                out.add(DataElement(tag, vr, Sequence() if vr == "SQ" else None))
+        log.debug("N-GET %s from %s: %d attribute(s)", uid, request.calling_ae, len(out))
+        return Reply(st.SUCCESS, dataset=out)
+
+    # -- N-SET ---------------------------------------------------------------------------
+
+    def set(self, request: Request) -> Reply:
+        """C307, C300, C301, C310 per `states.check_nset`; sequences replaced whole."""
+        uid = request.sop_instance
+        caller = request.calling_ae
+        try:
+            modification = request.dataset()
+            if modification is None:
+                raise ValueError("no modification list")
+            list(modification)
+        except Exception as exc:
+            log.info("N-SET %s: modification list cannot be decoded: %s", uid, exc)
+            return _fail(st.PROCESSING_FAILURE, "modification list cannot be decoded")
+        with self.store.transaction():
+            item = self.store.get(uid)
+            if item is None:
+                return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            decision = states.check_nset(item.state, item.transaction_uid, modification)
+            if not decision.proceed:
+                log.info(
+                    "N-SET %s from %s refused (0x%04X): %s",
+                    uid,
+                    caller,
+                    decision.status,
+                    decision.comment,
+                )
+                return _fail(decision.status, decision.comment)
+            ds = item.dataset
+            changed = states.apply_nset(ds, modification)
+            self.store.update(uid, ds, state=item.state)
+        log.info("N-SET %s from %s: %d attribute(s) updated", uid, caller, len(changed))
+        if tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE in changed:
+            self.notify(uid, PROGRESS_REPORT, states.progress_report(ds))
+        if changed & tags.ASSIGNMENT:
+            assigned = states.assigned_report(ds)
+            if assigned is not None:
+                self.notify(uid, ASSIGNED, assigned)
+        return Reply(st.SUCCESS)
+
+    # -- N-ACTION ------------------------------------------------------------------------
+
+    def action(self, request: Request) -> Reply:
+        """Change State, Request Cancel, Subscribe, Unsubscribe, Suspend Global Subscription."""
+        uid = request.sop_instance
+        action = request.command.action_type
+        try:
+            info = request.dataset()
+            if info is not None:
+                list(info)
+        except Exception as exc:
+            log.info("N-ACTION %s: action information cannot be decoded: %s", uid, exc)
+            return _fail(st.PROCESSING_FAILURE, "action information cannot be decoded")
+        info = info if info is not None else Dataset()
+        caller = request.calling_ae
+        if action == CHANGE_STATE:
+            return self.change_state(uid, info, caller)
+        if action == REQUEST_CANCEL:
+            return self.request_cancel(uid, info, caller)
+        if action == SUBSCRIBE:
+            return self.subscribe(uid, info, caller)
+        if action == UNSUBSCRIBE:
+            return self.unsubscribe(uid, info, caller)
+        if action == SUSPEND_GLOBAL:
+            return self.suspend(uid, info, caller)
+        return _fail(st.NO_SUCH_ACTION, f"no action type {action}")
+
+    def change_state(self, uid: str, info: Dataset, caller: str) -> Reply:
+        """Action type 1 (see `states.change_state`); a State Report on every change."""
+        if uid in WELL_KNOWN:
+            return _fail(st.UPS_NOT_APPROPRIATE, "not a workitem")
+        requested = str(info.get("ProcedureStepState") or "").strip().upper()
+        given = str(info.get("TransactionUID") or "").strip()
+        with self.store.transaction():
+            item = self.store.get(uid)
+            if item is None:
+                return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            ds = item.dataset
+            decision = states.change_state(item.state, item.transaction_uid, requested, given, ds)
+            if not decision.proceed:
+                level = logging.DEBUG if decision.is_warning else logging.INFO
+                log.log(
+                    level,
+                    "Change State %s -> %s by %s: 0x%04X %s",
+                    uid,
+                    requested,
+                    caller,
+                    decision.status,
+                    decision.comment,
+                )
+                return _fail(decision.status, decision.comment)
+            if requested == states.IN_PROGRESS:
+                ds.ProcedureStepState = states.IN_PROGRESS
+                self.store.update(
+                    uid, ds, state=requested, transaction_uid=given, performer_ae=caller
+                )
+            elif requested == states.COMPLETED:
+                states.complete(ds)
+                self.store.update(uid, ds, state=requested)
+            else:
+                states.cancel(ds, states.cancellation_info(info))
+                self.store.update(uid, ds, state=requested)
+        log.info("workitem %s is %s (by %s)", uid, requested, caller)
+        self.notify(uid, STATE_REPORT, states.state_report(ds))
+        return Reply(st.SUCCESS)
+
+    def request_cancel(self, uid: str, info: Dataset, caller: str) -> Reply:
+        """Action type 2: SCHEDULED -> CANCELED at once; IN PROGRESS -> Cancel Requested
+        to the performer (C312 when it is not a known AE) and the subscribers."""
+        if uid in WELL_KNOWN:
+            return _fail(st.UPS_NOT_APPROPRIATE, "not a workitem")
+        details = states.cancellation_info(info)
+        with self.store.transaction():
+            item = self.store.get(uid)
+            if item is None:
+                return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            decision = states.request_cancel(item.state)
+            if not decision.proceed:
+                log.info(
+                    "Request Cancel %s by %s: 0x%04X %s",
+                    uid,
+                    caller,
+                    decision.status,
+                    decision.comment,
+                )
+                return _fail(decision.status, decision.comment)
+            ds = item.dataset
+            performer = item.performer_ae or ""
+            if decision.action == "cancel":
+                states.cancel(ds, details)
+                self.store.update(uid, ds, state=states.CANCELED)
+        if decision.action == "cancel":
+            log.info("workitem %s is CANCELED (requested by %s)", uid, caller)
+            self.notify(uid, STATE_REPORT, states.state_report(ds))
+            return Reply(st.SUCCESS)
+        if performer not in self.known_aes:
+            log.info(
+                "Request Cancel %s by %s: performer %r cannot be contacted (not in the AE "
+                "configuration)",
+                uid,
+                caller,
+                performer,
+            )
+            return _fail(st.UPS_PERFORMER_UNREACHABLE, "the performer cannot be contacted")
+        report = Dataset()
+        report.RequestingAE = caller
+        for elem in details:
+            report.add(elem)
+        sent_to = self.notify(uid, CANCEL_REQUESTED, report, also=(performer,))
+        log.info(
+            "cancel of %s requested by %s: told %s", uid, caller, ", ".join(sent_to) or "nobody"
+        )
+        return Reply(st.SUCCESS)
+
+    def subscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
+        """Action type 3 on a workitem, the Global or the Filtered Global instance."""
+        receiving = str(info.get("ReceivingAE") or "").strip()
+        if not receiving:
+            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+        if receiving not in self.known_aes:
+            log.info("Subscribe by %s refused (0xC308): %s is not a known AE", caller, receiving)
+            return _fail(st.UPS_UNKNOWN_RECEIVING_AE, f"{receiving} is unknown to this SCP")
+        lock = str(info.get("DeletionLock") or "").strip().upper() == "TRUE"
+        status = st.SUCCESS
+        if uid == GLOBAL:
+            added = self.subscriptions.subscribe_global(receiving, lock)
+        elif uid == FILTERED_GLOBAL:
+            keys = Dataset()
+            for elem in info:
+                if elem.keyword not in ("ReceivingAE", "DeletionLock") and elem.tag.element:
+                    keys.add(elem)
+            try:
+                Query.from_identifier(keys)
+            except QueryError as exc:
+                return _fail(st.INVALID_ATTRIBUTE_VALUE, str(exc))
+            if lock:
+                status = st.UPS_DELETION_LOCK_NOT_GRANTED
+                lock = False
+            added = self.subscriptions.subscribe_global(receiving, lock, keys)
+        else:
+            if self.store.get(uid) is None:
+                return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            self.subscriptions.subscribe_instance(receiving, uid, lock)
+            added = [uid]
+        log.info(
+            "%s subscribed %s to %s%s: %d workitem(s) now",
+            caller,
+            receiving,
+            {GLOBAL: "all workitems", FILTERED_GLOBAL: "matching workitems"}.get(uid, uid),
+            " with deletion lock" if lock else "",
+            len(added),
+        )
+        for workitem_uid in added:  # the initial State Reports
+            item = self.store.get(workitem_uid)
+            if item is not None:
+                self.sender.submit(
+                    receiving, STATE_REPORT, workitem_uid, states.state_report(item.dataset)
+                )
+        return Reply(status, "deletion lock not granted" if status else "")
+
+    def unsubscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
+        """Action type 4: from one workitem, or (on a global instance) from everything."""
+        receiving = str(info.get("ReceivingAE") or "").strip()
+        if not receiving:
+            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+        if uid not in WELL_KNOWN and self.store.get(uid) is None:
+            return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+        removed = self.subscriptions.unsubscribe(receiving, uid)
+        # no more reports about what it left, not even those still queued (PS3.4 CC.2.3.3)
+        self.sender.discard(receiving, None if uid in WELL_KNOWN else uid)
+        log.info("%s unsubscribed %s from %s (%d subscription(s))", caller, receiving, uid, removed)
+        return Reply(st.SUCCESS)
+
+    def suspend(self, uid: str, info: Dataset, caller: str) -> Reply:
+        """Action type 5: stop adding new workitems to the AE's global subscription."""
+        if uid not in WELL_KNOWN:
+            return _fail(st.UPS_NOT_APPROPRIATE, "suspend applies to the global subscription")
+        receiving = str(info.get("ReceivingAE") or "").strip()
+        if not receiving:
+            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+        self.subscriptions.suspend(receiving)
+        log.info("%s suspended the global subscription of %s", caller, receiving)
+        return Reply(st.SUCCESS)

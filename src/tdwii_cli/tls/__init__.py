@@ -1,0 +1,1 @@
+"""TLS for DICOM (PS3.15 Annex B): options, contexts per profile, our own certificate, diagnosis."""

@@ -1,0 +1,93 @@
+"""SSL contexts for the secure transport connection profiles of PS3.15 Annex B.
+
+BCP 195, RFC 8996 and RFC 9325: TLS 1.0 and 1.1 are never negotiated; the server
+picks the cipher; no renegotiation, no compression; ALPN "dicom". `set_ciphers`
+governs TLS 1.2 only (TLS 1.3 uses OpenSSL's three AEAD suites).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from tdwii_cli.errors import TdwiiError
+from tdwii_cli.tls.options import ProfileName, TlsOptions
+from tdwii_cli.tls.owncert import check_own_certificate
+
+log = logging.getLogger("tdwii.tls")
+
+ALPN = "dicom"
+
+_RFC9325 = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+)
+_ND = (
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
+)
+_EX = _ND + ":ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A secure transport connection profile: the highest TLS version and the TLS 1.2 suites."""
+
+    name: ProfileName
+    ciphers: str
+    maximum: ssl.TLSVersion
+
+
+PROFILES: dict[str, Profile] = {
+    "bcp195-rfc8996": Profile("bcp195-rfc8996", _RFC9325, ssl.TLSVersion.TLSv1_3),
+    "bcp195-nd": Profile("bcp195-nd", _ND, ssl.TLSVersion.TLSv1_3),
+    "bcp195-ex": Profile("bcp195-ex", _EX, ssl.TLSVersion.TLSv1_2),
+}
+
+
+def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> ssl.SSLContext:
+    profile = PROFILES[opts.profile]
+    ctx = ssl.SSLContext(purpose)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = profile.maximum
+    ctx.set_ciphers(profile.ciphers)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    for ca in opts.ca:
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError):
+            raise TdwiiError(
+                f"CA file {ca} holds no usable PEM certificate", hint="pass the CA's .pem"
+            ) from None
+    if opts.crl is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(opts.crl))
+        except (ssl.SSLError, OSError):
+            raise TdwiiError(f"CRL file {opts.crl} is not a PEM CRL") from None
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    if opts.cert is not None and opts.key is not None:
+        # servers and mTLS clients always; a --tls client only when it was given a pair
+        check_own_certificate(opts.cert, opts.key, opts.key_password(), ctx)
+    return ctx
+
+
+def build_server_context(opts: TlsOptions) -> ssl.SSLContext:
+    """Server context: server cipher preference; client certificate required for mTLS."""
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts)
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.verify_mode = ssl.CERT_REQUIRED if opts.mutual else ssl.CERT_NONE
+    # Selects "dicom" when offered; a client offering no ALPN (or others only) goes on without.
+    ctx.set_alpn_protocols([ALPN])
+    return ctx
+
+
+def build_client_context(opts: TlsOptions) -> ssl.SSLContext:
+    """Client context: verify the server (and its host name unless turned off), offer ALPN."""
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, opts)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = opts.verify_hostname
+    if not opts.verify_hostname:
+        log.warning("server host name check is off")
+    ctx.set_alpn_protocols([ALPN])
+    return ctx
