@@ -127,18 +127,22 @@ def write_files(files: Sequence[FileSpec], remove: Iterable[Path] = ()) -> list[
     return [final for _, final in staged]
 
 
-def read_password_file(path: Path | str, what: str = "password file") -> bytes:
-    """The first line of a password file, as bytes; one-line errors that never show it."""
+def read_bytes(path: Path | str, what: str, *, missing_hint: str = "") -> bytes:
+    """The bytes of a local file; one-line errors naming `what` it should be."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise TdwiiError(f"{what} {path} not found") from None
+        raise TdwiiError(f"{what} {path} not found", hint=missing_hint) from None
     except IsADirectoryError:
         raise TdwiiError(f"{what} {path} is a folder, not a file") from None
     except OSError as exc:
         raise TdwiiError(f"cannot read {what} {path}: {exc.strerror}") from None
-    lines = data.splitlines()
+
+
+def read_password_file(path: Path | str, what: str = "password file") -> bytes:
+    """The first line of a password file, as bytes; one-line errors that never show it."""
+    lines = read_bytes(path, what).splitlines()
     password = lines[0] if lines else b""
     if not password:
         raise TdwiiError(f"{what} {path} is empty", hint="put the password on its first line")

@@ -26,6 +26,8 @@ from tdwii_cli.tls.options import TlsOptions
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from pydicom.dataset import Dataset
+
     from tdwii_cli.client.create import Outcome, Peer
 
 BUILD = "Build one workitem (when no PATH is given)"
@@ -205,8 +207,9 @@ def create_workitem(
             hint="e.g. tdwii create-workitem --mtls localhost 2762 FILE",
         )
 
+    pending: Iterable[Outcome]
     if build_opts:
-        outcomes = creator.prepare_datasets(
+        built = creator.prepare_datasets(
             [
                 (
                     "(options)",
@@ -225,20 +228,23 @@ def create_workitem(
             ],
             check=not no_check,
         )
-        total = len(outcomes)
+        total = len(built)
         if save is not None:
             from tdwii_cli.client.dicomfiles import write_part10
 
-            write_part10(outcomes[0].dataset, save)
-            outcomes[0].source = str(save)
-            if outcomes[0].kind == creator.READY:
-                outcomes[0].kind = creator.SAVED
-                outcomes[0].detail = "written, not sent"
+            outcome = built[0]
+            assert outcome.dataset is not None
+            write_part10(outcome.dataset, save)
+            outcome.source = str(save)
+            if outcome.kind == creator.READY:
+                outcome.kind = creator.SAVED
+                outcome.detail = "written, not sent"
+        pending = built
     elif paths:
         from tdwii_cli.client.dicomfiles import iter_paths
 
         files = list(iter_paths(paths))  # listed first: the progress bar's total
-        outcomes = creator.prepare_iter(files, new_uid=new_uid, check=not no_check)
+        pending = creator.prepare_iter(files, new_uid=new_uid, check=not no_check)
         total = len(files)
     else:
         raise TdwiiError(
@@ -249,6 +255,7 @@ def create_workitem(
 
     associations = 0
     interrupted: TdwiiError | None = None
+    outcomes: list[Outcome] = []
     if sending:
         peer = creator.Peer(
             host=host or "",
@@ -256,17 +263,15 @@ def create_workitem(
             tls=tls,
             net=net,
         )
-        sent: list[Outcome] = []
         try:
             associations = _send(
-                _collect(outcomes, sent), total, peer, batch_size, show_progress=not json_out
+                _collect(pending, outcomes), total, peer, batch_size, show_progress=not json_out
             )
         except creator.SendInterrupted as exc:
             interrupted = exc
             associations = exc.associations
-        outcomes = sent
     else:
-        outcomes = list(outcomes)
+        outcomes = list(pending)
         for outcome in outcomes:
             if dry_run and outcome.kind == creator.READY:
                 outcome.kind = creator.DRY_RUN
@@ -287,16 +292,16 @@ def create_workitem(
 
 
 def _build(
-    patient_id,
-    patient_name,
-    label,
-    worklist_label,
-    scheduled,
-    priority,
-    station,
-    plan_uid,
-    workitem_code,
-):  # type: ignore[no-untyped-def]
+    patient_id: str,
+    patient_name: str,
+    label: str,
+    worklist_label: str | None,
+    scheduled: str,
+    priority: str,
+    station: str | None,
+    plan_uid: str | None,
+    workitem_code: str,
+) -> "Dataset":
     from tdwii_cli.ups.workitem import build_workitem, parse_code
 
     try:

@@ -10,22 +10,13 @@ from __future__ import annotations
 
 from tdwii_cli.dicom.uids import uid_name
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.net.errors import (
-    AssociationAborted,
-    AssociationRejected,
-    ClosedBeforeAnswer,
-    ConnectionLost,
-    ContextRefused,
-    HandshakeFailed,
-    PeerTimeout,
-    ProtocolViolation,
-    Unreachable,
-)
+from tdwii_cli.net import errors as net
 
 # TLS handshake failures seen by a client, by `HandshakeFailure.cause`
 _TLS_HINTS = {
     "self-signed": "pass its CA with --ca",
     "untrusted-ca": "pass the CA that issued it with --ca",
+    "untrusted-root": "pass the CA that issued it with --ca",
     "no-crl": "pass the CA's CRL with --crl",
     "hostname-mismatch": "connect by a name in its SANs, or --no-verify-hostname",
     "no-client-certificate": "use --mtls (with --cert/--key), not --tls",
@@ -42,22 +33,22 @@ def hint_for(exc: TdwiiError) -> str:
     exc = getattr(exc, "cause", None) or exc  # an interrupted batch: the error that stopped it
     if exc.hint:
         return exc.hint
-    if isinstance(exc, Unreachable):
+    if isinstance(exc, net.Unreachable):
         return "is the server running, and are the host and port right?"
-    if isinstance(exc, HandshakeFailed):
+    if isinstance(exc, net.HandshakeFailed):
         return _TLS_HINTS.get(exc.failure.cause, exc.failure.advice)
-    if isinstance(exc, ClosedBeforeAnswer):
+    if isinstance(exc, net.ClosedBeforeAnswer):
         return "does the server expect TLS (--mtls/--tls)? see its log"
-    if isinstance(exc, AssociationRejected):
+    if isinstance(exc, net.AssociationRejected):
         return "check -aec/-aet and the server's limits"
-    if isinstance(exc, ContextRefused):
+    if isinstance(exc, net.ContextRefused):
         return f"the peer does not offer {uid_name(exc.abstract_syntax)} as an SCP"
-    if isinstance(exc, PeerTimeout):
+    if isinstance(exc, net.PeerTimeout):
         return "raise -ta/-td, or check the server"
-    if isinstance(exc, AssociationAborted):
+    if isinstance(exc, net.AssociationAborted):
         return "see the server's log" if exc.tls else "does the server expect TLS (--mtls)?"
-    if isinstance(exc, ProtocolViolation):
+    if isinstance(exc, net.ProtocolViolation):
         return "is it a DICOM node, and does it expect TLS?"
-    if isinstance(exc, ConnectionLost):
+    if isinstance(exc, net.ConnectionLost):
         return "see the server's log"
     return ""

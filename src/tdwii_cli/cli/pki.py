@@ -105,6 +105,28 @@ def _key_spec(key_type: str, rsa_bits: int | None) -> "KeySpec":
     return KeySpec("rsa", bits)
 
 
+def _issuing(
+    key_type: str,
+    rsa_bits: int | None,
+    days: int,
+    org: str,
+    san: list[str] | None,
+    ca_password_file: Path | None,
+    p12_password: str,
+    force: bool,
+) -> dict[str, Any]:
+    """The keyword arguments `init_pki` and `issue_node` share, from their options."""
+    return {
+        "key_spec": _key_spec(key_type, rsa_bits),
+        "days": days,
+        "org": org,
+        "sans": san or (),
+        "ca_password": _ca_password(ca_password_file),
+        "p12_password": p12_password,
+        "force": force,
+    }
+
+
 def _ca_password(path: Path | None) -> bytes | None:
     if path is None:
         return None
@@ -251,14 +273,8 @@ def init(
 
     result = init_pki(
         directory,
-        key_spec=_key_spec(key_type, rsa_bits),
-        days=days,
         ca_days=ca_days,
-        org=org,
-        sans=san or (),
-        ca_password=_ca_password(ca_password_file),
-        p12_password=p12_password,
-        force=force,
+        **_issuing(key_type, rsa_bits, days, org, san, ca_password_file, p12_password, force),
     )
     stdout_console().print(
         _written_table(result, f"PKI written in {_shown(directory)} ({result.key_spec.describe()})")
@@ -291,15 +307,9 @@ def issue(
 
     result = issue_node(
         directory,
-        kind,  # type: ignore[arg-type]
+        kind,
         name,
-        key_spec=_key_spec(key_type, rsa_bits),
-        days=days,
-        org=org,
-        sans=san or (),
-        ca_password=_ca_password(ca_password_file),
-        p12_password=p12_password,
-        force=force,
+        **_issuing(key_type, rsa_bits, days, org, san, ca_password_file, p12_password, force),
     )
     stdout_console().print(_written_table(result, f"{kind} {name} ({result.key_spec.describe()})"))
 

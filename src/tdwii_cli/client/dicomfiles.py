@@ -20,6 +20,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from tdwii_cli.dicom.uids import (
     EXPLICIT_VR_LE,
@@ -149,8 +150,8 @@ def to_part10(ds: Dataset) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", UPS_PUSH)
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = EXPLICIT_VR_LE
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LE)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     out = Dataset(ds)  # shallow copy: leave the caller's dataset without file meta
     out.file_meta = meta

@@ -64,7 +64,7 @@ def propose(
     or with `separate` one per transfer syntax (the acceptor then accepts each it supports
     and we pick, instead of the acceptor)."""
     groups = [(ts,) for ts in transfer_syntaxes] if separate else [tuple(transfer_syntaxes)]
-    contexts = []
+    contexts: list[pdu.PresentationContext] = []
     for abstract in abstract_syntaxes:
         for group in groups:
             contexts.append(pdu.PresentationContext(2 * len(contexts) + 1, abstract, group))

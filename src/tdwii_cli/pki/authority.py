@@ -262,7 +262,7 @@ def _find_node(directory: Path, name: str) -> NodePaths:
             raise TdwiiError(f"no node {name!r}", hint="use NAME, servers/NAME or clients/NAME")
         candidates = [node_paths(directory, kinds[0], leaf)]  # type: ignore[arg-type]
     else:
-        candidates = [node_paths(directory, k, name) for k in ("server", "client")]  # type: ignore[arg-type]
+        candidates = [node_paths(directory, k, name) for k in ("server", "client")]
     found = [c for c in candidates if c.cert.is_file()]
     if not found:
         raise TdwiiError(

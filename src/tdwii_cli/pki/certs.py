@@ -78,6 +78,42 @@ def _san_list(sans: Sequence[str], with_defaults: bool) -> list[x509.GeneralName
     return result
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*allowed: str) -> x509.KeyUsage:
+    """A KeyUsage extension with exactly the `allowed` usages."""
+    return x509.KeyUsage(**{usage: usage in allowed for usage in _KEY_USAGES})
+
+
+def _key_and_validity(
+    key: PrivateKey | None,
+    key_spec: KeySpec | None,
+    days: int,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+    days_option: str,
+) -> tuple[PrivateKey, dt.datetime, dt.datetime]:
+    """The key to certify (a new one unless given) and the validity: from a few minutes ago
+    (clocks differ) for `days`, unless `not_before`/`not_after` say otherwise."""
+    if days < 1:
+        raise TdwiiError(f"{days_option} must be at least 1 (got {days})")
+    now = utc_now()
+    start = not_before or now - BACKDATE
+    end = not_after or now + dt.timedelta(days=days)
+    return key or generate_key(key_spec), start, end
+
+
 def make_ca(
     common_name: str = "tdwii Root CA",
     *,
@@ -89,12 +125,7 @@ def make_ca(
     not_after: dt.datetime | None = None,
 ) -> tuple[PrivateKey, x509.Certificate]:
     """A self-signed root CA: BasicConstraints(ca, path_length=0) and keyCertSign+cRLSign."""
-    if days < 1:
-        raise TdwiiError(f"--ca-days must be at least 1 (got {days})")
-    key = key or generate_key(key_spec)
-    now = utc_now()
-    start = not_before or now - BACKDATE
-    end = not_after or now + dt.timedelta(days=days)
+    key, start, end = _key_and_validity(key, key_spec, days, not_before, not_after, "--ca-days")
     name = _name(common_name, org)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
@@ -107,17 +138,7 @@ def make_ca(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("key_cert_sign", "crl_sign"),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -148,12 +169,7 @@ def make_leaf(
     `key` lets a caller bring its own key (tests use a weak one on purpose);
     `not_before`/`not_after` override the validity (expired or future certificates).
     """
-    if days < 1:
-        raise TdwiiError(f"--days must be at least 1 (got {days})")
-    key = key or generate_key(key_spec)
-    now = utc_now()
-    start = not_before or now - BACKDATE
-    end = not_after or now + dt.timedelta(days=days)
+    key, start, end = _key_and_validity(key, key_spec, days, not_before, not_after, "--days")
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
     builder = (
         x509.CertificateBuilder()
@@ -165,17 +181,7 @@ def make_leaf(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("digital_signature", *(["key_encipherment"] if is_rsa else [])),
             critical=True,
         )
         .add_extension(

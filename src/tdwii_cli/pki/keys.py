@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.fileio import KEY_MODE, write_atomic
+from tdwii_cli.fileio import KEY_MODE, read_bytes, write_atomic
 from tdwii_cli.pki.policy import MIN_RSA_BITS
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]  # noqa: UP007
@@ -80,14 +80,7 @@ def write_key(path: Path | str, key: PrivateKey, password: bytes | None = None) 
 
 def read_file(path: Path, what: str) -> bytes:
     """The bytes of `path`; one-line errors naming `what` it should be."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TdwiiError(f"{what} {path} not found") from None
-    except IsADirectoryError:
-        raise TdwiiError(f"{what} {path} is a folder, not a file") from None
-    except OSError as exc:
-        raise TdwiiError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return read_bytes(path, what)
 
 
 def load_key(path: Path | str, password: bytes | None = None) -> PrivateKey:

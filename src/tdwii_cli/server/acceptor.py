@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import EventHandlerType
 
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_SOP_CLASSES, VERIFICATION
@@ -29,7 +30,7 @@ from tdwii_cli.server.messages import Reply, Request
 from tdwii_cli.server.transport import peer_identity
 from tdwii_cli.server.ups_scp import UpsScp
 
-Handler = tuple[Any, Callable[..., Any]]
+Handler = EventHandlerType
 
 # pynetdicom accepts the first of these that the requestor proposes: Explicit VR Little
 # Endian first, the encoding the store keeps (nothing to convert, no dictionary lookups).

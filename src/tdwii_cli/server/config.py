@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdwii_cli.dicom.values import ae_title_problem
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.fileio import read_bytes
 
 if TYPE_CHECKING:
     from tdwii_cli.tls.options import TlsOptions
@@ -148,15 +149,9 @@ def read_ini(path: str | Path) -> dict[str, Any]:
     """The known keys of an INI configuration file, converted and checked."""
     path = Path(path)
     parser = configparser.ConfigParser(interpolation=None)
+    data = read_bytes(path, "config file", missing_hint="check the --config path")
     try:
-        with path.open(encoding="utf-8") as fh:
-            parser.read_file(fh)
-    except FileNotFoundError:
-        raise TdwiiError(f"config file {path} not found", hint="check the --config path") from None
-    except IsADirectoryError:
-        raise TdwiiError(f"config file {path} is a directory") from None
-    except OSError as exc:
-        raise TdwiiError(f"cannot read config file {path}: {exc.strerror}") from None
+        parser.read_string(data.decode("utf-8"), source=str(path))
     except UnicodeDecodeError:
         raise TdwiiError(f"config file {path} is not UTF-8 text") from None
     except configparser.Error as exc:
@@ -248,14 +243,9 @@ def _entry(path: Path, where: str, title: Any, item: dict[str, Any]) -> KnownAE:
 def load_application_entities(path: str | Path) -> dict[str, KnownAE]:
     """Read and check an `ApplicationEntities.json`; AE title -> `KnownAE`."""
     path = Path(path)
+    raw = read_bytes(path, "AE config", missing_hint="check the --ae-config path")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TdwiiError(f"AE config {path} not found", hint="check the --ae-config path") from None
-    except IsADirectoryError:
-        raise TdwiiError(f"AE config {path} is a directory") from None
-    except OSError as exc:
-        raise TdwiiError(f"cannot read AE config {path}: {exc.strerror}") from None
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         detail = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise TdwiiError(f"AE config {path} is not valid JSON{detail}") from None

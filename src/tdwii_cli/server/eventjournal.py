@@ -57,15 +57,14 @@ class EventJournal:
 
     def pending(self) -> list[JournaledReport]:
         """Every journaled report, oldest first."""
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT id, ae_title, event_type, uid, info FROM event_queue ORDER BY id"
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT id, ae_title, event_type, uid, info FROM event_queue ORDER BY id"
+        )
         return [
             JournaledReport(int(i), str(ae), int(et), str(uid), decode_dataset(blob))
             for i, ae, et, uid, blob in rows
         ]
 
     def count(self) -> int:
-        with self.store.lock:
-            return int(self.store.conn.execute("SELECT COUNT(*) FROM event_queue").fetchone()[0])
+        """How many reports wait in the journal."""
+        return int(self.store.query("SELECT COUNT(*) FROM event_queue")[0][0])

@@ -109,6 +109,14 @@ class _Worker:
             self.queue.append(report)
             self.cond.notify()
 
+    def _drop_all(self) -> list[EventReport]:
+        """Give up every queued report (and forget it in the journal); what was dropped."""
+        with self.cond:
+            dropped = list(self.queue)
+            self.queue.clear()
+        self.sender.forget(dropped)
+        return dropped
+
     def idle(self) -> bool:
         with self.cond:
             return not self.queue and not self.busy
@@ -134,10 +142,7 @@ class _Worker:
                 continue
             self.failures += 1
             if self.failures >= sender.max_attempts:
-                with self.cond:
-                    dropped = list(self.queue)
-                    self.queue.clear()
-                sender.forget(dropped)
+                dropped = self._drop_all()
                 log.warning(
                     "dropped %d event report(s) for %s after %d failed attempts",
                     len(dropped),
@@ -156,10 +161,7 @@ class _Worker:
         sender = self.sender
         known = sender.known_aes.get(self.ae_title)
         if known is None:
-            with self.cond:
-                dropped = list(self.queue)
-                self.queue.clear()
-            sender.forget(dropped)
+            dropped = self._drop_all()
             log.warning(
                 "cannot send %d event report(s) to %s: not in the AE configuration",
                 len(dropped),

@@ -63,7 +63,7 @@ class _Waker:
                 os.close(fd)
 
 
-class _WakingQueue(queue.Queue):
+class _WakingQueue(queue.Queue[Any]):
     """A queue that calls `on_put()` after every put (under the queue's own lock)."""
 
     def __init__(self, on_put: Callable[[], None]) -> None:
@@ -160,8 +160,8 @@ class _ReactorClock:
 def _install_reactor_clock() -> None:
     import pynetdicom.association as association_module
 
-    if not isinstance(association_module.time, _ReactorClock):
-        association_module.time = _ReactorClock()  # type: ignore[assignment]
+    if not isinstance(getattr(association_module, "time", None), _ReactorClock):
+        setattr(association_module, "time", _ReactorClock())  # noqa: B010 (not exported)
 
 
 def tune_association(assoc: Any) -> None:

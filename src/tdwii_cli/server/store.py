@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +179,7 @@ class Workitem:
         return self._dataset
 
 
-def _row(row: tuple) -> Workitem:
+def _row(row: tuple[Any, ...]) -> Workitem:
     return Workitem(
         uid=row[0], state=row[1], transaction_uid=row[2], performer_ae=row[3], blob=bytes(row[4])
     )
@@ -359,6 +359,11 @@ class WorkitemStore:
 
     # -- reads ----------------------------------------------------------------
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read on the writer connection (sees this thread's transaction)."""
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
     def get(self, uid: str) -> Workitem | None:
         """Workitem `uid`, or None."""
         with self.lock:
@@ -367,7 +372,7 @@ class WorkitemStore:
             ).fetchone()
         return _row(row) if row else None
 
-    def count(self, where: str = "1", params: Sequence = ()) -> int:
+    def count(self, where: str = "1", params: Sequence[Any] = ()) -> int:
         """Number of workitems matching the SQL condition `where`."""
         with self.lock:
             return int(
@@ -376,7 +381,9 @@ class WorkitemStore:
                 ).fetchone()[0]
             )
 
-    def select(self, where: str = "1", params: Sequence = ()) -> Iterator[Workitem]:
+    def select(
+        self, where: str = "1", params: Sequence[Any] = ()
+    ) -> Generator[Workitem, None, None]:
         """Workitems matching the SQL condition `where` (with `?` `params`), streamed.
 
         Ordered by scheduled start then UID. Outside `transaction()` the rows

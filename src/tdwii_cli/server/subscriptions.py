@@ -19,6 +19,7 @@ A workitem with an instance row holding a Deletion Lock is never purged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -84,7 +85,7 @@ class Subscriptions:
                 (ae_title, target, int(deletion_lock), blob, utc_timestamp()),
             )
             where = "state IN ('SCHEDULED', 'IN PROGRESS')"
-            params: list = []
+            params: list[Any] = []
             if query is not None:
                 where += f" AND ({query.where})"
                 params = list(query.params)
@@ -135,19 +136,17 @@ class Subscriptions:
 
     def subscribers(self, uid: str) -> list[str]:
         """AE titles subscribed to workitem `uid`."""
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT ae_title FROM subscriptions WHERE target = ? ORDER BY ae_title", (uid,)
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT ae_title FROM subscriptions WHERE target = ? ORDER BY ae_title", (uid,)
+        )
         return [r[0] for r in rows]
 
     def all(self) -> list[Subscription]:
         """Every subscription row (instance rows too), ordered by AE title and target."""
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT ae_title, target, deletion_lock, suspended, filter FROM subscriptions "
-                "ORDER BY ae_title, target"
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT ae_title, target, deletion_lock, suspended, filter FROM subscriptions "
+            "ORDER BY ae_title, target"
+        )
         return [
             Subscription(r[0], r[1], bool(r[2]), bool(r[3]), decode_dataset(r[4]) if r[4] else None)
             for r in rows
@@ -155,22 +154,19 @@ class Subscriptions:
 
     def global_subscribers(self) -> list[str]:
         """AE titles with a global or filtered global subscription (suspended or not)."""
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT DISTINCT ae_title FROM subscriptions WHERE target IN (?, ?) "
-                "ORDER BY ae_title",
-                (GLOBAL, FILTERED_GLOBAL),
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT DISTINCT ae_title FROM subscriptions WHERE target IN (?, ?) ORDER BY ae_title",
+            (GLOBAL, FILTERED_GLOBAL),
+        )
         return [r[0] for r in rows]
 
     def is_locked(self, uid: str) -> bool:
         """Whether some subscriber holds a Deletion Lock on workitem `uid`."""
-        with self.store.lock:
-            row = self.store.conn.execute(
-                "SELECT 1 FROM subscriptions WHERE target = ? AND deletion_lock = 1 LIMIT 1",
-                (uid,),
-            ).fetchone()
-        return row is not None
+        found = self.store.query(
+            "SELECT 1 FROM subscriptions WHERE target = ? AND deletion_lock = 1 LIMIT 1",
+            (uid,),
+        )
+        return bool(found)
 
     # -- workitem life cycle ---------------------------------------------------------------
 
@@ -178,12 +174,11 @@ class Subscriptions:
         """Subscribe the active global (and matching filtered global) subscribers to new
         workitem `ds`; return their AE titles (they get its SCHEDULED State Report)."""
         uid = str(ds.SOPInstanceUID)
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT ae_title, target, deletion_lock, filter FROM subscriptions "
-                "WHERE target IN (?, ?) AND suspended = 0",
-                (GLOBAL, FILTERED_GLOBAL),
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT ae_title, target, deletion_lock, filter FROM subscriptions "
+            "WHERE target IN (?, ?) AND suspended = 0",
+            (GLOBAL, FILTERED_GLOBAL),
+        )
         if not rows:
             return []
         chosen: dict[str, bool] = {}

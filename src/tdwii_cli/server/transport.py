@@ -83,7 +83,8 @@ class _RequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         server: AssociationServer = self.server  # type: ignore[assignment]
-        assoc.peer_identity = server.take_identity(self.request, self.client_address)
+        identity = server.take_identity(self.request, self.client_address)
+        setattr(assoc, "peer_identity", identity)  # noqa: B010 (read by `peer_identity`)
         tune_association(assoc)
         return assoc
 
@@ -104,9 +105,9 @@ class AssociationServer(ThreadedAssociationServer):
         ae: Any,
         address: tuple[str, int] | tuple[str, int, int, int],
         ae_title: str,
-        contexts: list,
+        contexts: list[Any],
         ssl_context: ssl.SSLContext | None = None,
-        evt_handlers: list | None = None,
+        evt_handlers: list[Any] | None = None,
         *,
         handshake_timeout: float = 10.0,
         max_pending: int = 128,
@@ -132,6 +133,7 @@ class AssociationServer(ThreadedAssociationServer):
 
     def server_bind(self) -> None:
         """Bind; an IPv6 wildcard address also accepts IPv4 (dual stack)."""
+        assert self.socket is not None
         if self.address_family == socket.AF_INET6:
             with contextlib.suppress(OSError):  # a platform without dual stack
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -139,6 +141,7 @@ class AssociationServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept the TCP connection only; the handshake happens in the worker."""
+        assert self.socket is not None
         return self.socket.accept()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:

@@ -34,6 +34,9 @@ from tdwii_cli.clock import utc_now
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom import tags
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH
+from tdwii_cli.dicom.uids import UPS_FILTERED_GLOBAL_SUBSCRIPTION as FILTERED_GLOBAL
+from tdwii_cli.dicom.uids import UPS_GLOBAL_SUBSCRIPTION as GLOBAL
+from tdwii_cli.dicom.uids import UPS_WELL_KNOWN as WELL_KNOWN
 from tdwii_cli.dicom.values import valid_uid
 from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
@@ -47,7 +50,7 @@ from tdwii_cli.server.events import (
 )
 from tdwii_cli.server.messages import Reply, Request
 from tdwii_cli.server.store import DuplicateWorkitem, WorkitemStore
-from tdwii_cli.server.subscriptions import FILTERED_GLOBAL, GLOBAL, WELL_KNOWN, Subscriptions
+from tdwii_cli.server.subscriptions import Subscriptions
 from tdwii_cli.tls.options import TlsOptions
 from tdwii_cli.ups import ncreate, states
 from tdwii_cli.ups.matching import Query, QueryError
@@ -61,6 +64,13 @@ CHANGE_STATE, REQUEST_CANCEL, SUBSCRIBE, UNSUBSCRIBE, SUSPEND_GLOBAL = 1, 2, 3, 
 
 def _fail(status: int, comment: str) -> Reply:
     return Reply(status, comment)
+
+
+def _refused(what: str, decision: states.Decision) -> Reply:
+    """Log why the state machine said no to `what` (warnings only at DEBUG); the reply."""
+    level = logging.DEBUG if decision.is_warning else logging.INFO
+    log.log(level, "%s refused (0x%04X): %s", what, decision.status, decision.comment)
+    return _fail(decision.status, decision.comment)
 
 
 class UpsScp:
@@ -336,14 +346,7 @@ class UpsScp:
                 return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
             decision = states.check_nset(item.state, item.transaction_uid, modification)
             if not decision.proceed:
-                log.info(
-                    "N-SET %s from %s refused (0x%04X): %s",
-                    uid,
-                    caller,
-                    decision.status,
-                    decision.comment,
-                )
-                return _fail(decision.status, decision.comment)
+                return _refused(f"N-SET {uid} from {caller}", decision)
             ds = item.dataset
             changed = states.apply_nset(ds, modification)
             self.store.update(uid, ds, state=item.state)
@@ -396,17 +399,7 @@ class UpsScp:
             ds = item.dataset
             decision = states.change_state(item.state, item.transaction_uid, requested, given, ds)
             if not decision.proceed:
-                level = logging.DEBUG if decision.is_warning else logging.INFO
-                log.log(
-                    level,
-                    "Change State %s -> %s by %s: 0x%04X %s",
-                    uid,
-                    requested,
-                    caller,
-                    decision.status,
-                    decision.comment,
-                )
-                return _fail(decision.status, decision.comment)
+                return _refused(f"Change State {uid} -> {requested} by {caller}", decision)
             if requested == states.IN_PROGRESS:
                 ds.ProcedureStepState = states.IN_PROGRESS
                 self.store.update(
@@ -434,14 +427,7 @@ class UpsScp:
                 return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
             decision = states.request_cancel(item.state)
             if not decision.proceed:
-                log.info(
-                    "Request Cancel %s by %s: 0x%04X %s",
-                    uid,
-                    caller,
-                    decision.status,
-                    decision.comment,
-                )
-                return _fail(decision.status, decision.comment)
+                return _refused(f"Request Cancel {uid} by {caller}", decision)
             ds = item.dataset
             performer = item.performer_ae or ""
             if decision.action == "cancel":

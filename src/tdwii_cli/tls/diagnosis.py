@@ -34,47 +34,34 @@ _CLOSED = (
     "port; its log says why",
 )
 
-# X509_V_ERR_* numbers -> (cause, reason, advice)
-_VERIFY_CODES: dict[int, tuple[str, str, str]] = {
-    9: (
-        "not-yet-valid",
-        "the peer's certificate is not yet valid",
-        "check both clocks or reissue it",
-    ),
-    10: ("expired", "the peer's certificate has expired", "issue a new one: tdwii pki issue"),
-    18: ("self-signed", "the peer's certificate is self-signed and not trusted", "trust its CA"),
-    19: (
-        "untrusted-ca",
-        "the peer's certificate is from an untrusted CA (its root is not among the trusted CAs)",
-        "trust the CA that issued it",
-    ),
-    20: (
-        "untrusted-ca",
-        "the peer's certificate is from an untrusted CA",
-        "trust the CA that issued it",
-    ),
-    21: (
-        "untrusted-ca",
-        "the peer's certificate is from an untrusted CA",
-        "trust the CA that issued it",
-    ),
-    23: (
-        "revoked",
-        "the peer's certificate is revoked",
-        "the CRL lists it; issue the peer a new one",
-    ),
-    3: ("no-crl", "no CRL is available for the peer's CA", "give the CA's CRL"),
-    12: ("crl-expired", "the CRL has expired", "reissue it: tdwii pki crl"),
-    62: (
-        "hostname-mismatch",
-        "host name mismatch: the server's certificate is not for this host name",
-        "connect by a name in its SANs",
-    ),
-    64: (
-        "hostname-mismatch",
-        "host name mismatch: the server's certificate is not for this IP address",
-        "connect by a name in its SANs",
-    ),
+# Certificate verification failures: X509_V_ERR_* number -> cause
+_VERIFY_CAUSES = {
+    9: "not-yet-valid",
+    10: "expired",
+    18: "self-signed",
+    19: "untrusted-root",
+    20: "untrusted-ca",
+    21: "untrusted-ca",
+    23: "revoked",
+    3: "no-crl",
+    12: "crl-expired",
+    62: "hostname-mismatch",
+    64: "ip-mismatch",
+}
+_UNTRUSTED = "the peer's certificate is from an untrusted CA"
+_MISMATCH = "host name mismatch: the server's certificate is not for this"
+# cause -> (reason, advice)
+_VERIFY_WORDS = {
+    "not-yet-valid": ("the peer's certificate is not yet valid", "check both clocks or reissue it"),
+    "expired": ("the peer's certificate has expired", "issue a new one: tdwii pki issue"),
+    "self-signed": ("the peer's certificate is self-signed and not trusted", "trust its CA"),
+    "untrusted-root": (f"{_UNTRUSTED} (its root is not trusted)", "trust the CA that issued it"),
+    "untrusted-ca": (_UNTRUSTED, "trust the CA that issued it"),
+    "revoked": ("the peer's certificate is revoked", "the CRL lists it; issue the peer a new one"),
+    "no-crl": ("no CRL is available for the peer's CA", "give the CA's CRL"),
+    "crl-expired": ("the CRL has expired", "reissue it: tdwii pki crl"),
+    "hostname-mismatch": (f"{_MISMATCH} host name", "connect by a name in its SANs"),
+    "ip-mismatch": (f"{_MISMATCH} IP address", "connect by a name in its SANs"),
 }
 
 # OpenSSL reason strings (lower case, as in exc.reason) -> (cause, reason, advice)
@@ -165,14 +152,18 @@ def describe_handshake_error(exc: BaseException, *, side: Side = "client") -> Ha
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = getattr(exc, "verify_code", None)
         message = getattr(exc, "verify_message", "") or str(exc)
-        if code in _VERIFY_CODES:
-            cause, reason, advice = _VERIFY_CODES[code]
-            if cause == "hostname-mismatch" and side == "client":
-                reason = f"{reason} ({message})"
+        cause = _VERIFY_CAUSES.get(code or 0)
+        if cause is None and (
+            "hostname mismatch" in message.lower() or "ip address mismatch" in message.lower()
+        ):
+            cause = "hostname-mismatch"
+        if cause is not None:
+            reason, advice = _VERIFY_WORDS[cause]
+            if cause.endswith("-mismatch"):
+                cause = "hostname-mismatch"
+                if side == "client" or code not in _VERIFY_CAUSES:
+                    reason = f"{reason} ({message})"
             return HandshakeFailure(cause, reason, advice)
-        if "hostname mismatch" in message.lower() or "ip address mismatch" in message.lower():
-            cause, reason, advice = _VERIFY_CODES[62]
-            return HandshakeFailure(cause, f"{reason} ({message})", advice)
         return HandshakeFailure(
             "verify-failed",
             f"the peer's certificate failed verification: {message}",

@@ -29,7 +29,7 @@ def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
     """The `PeerIdentity` of a connected socket (TLS or not) whose peer is at `address`."""
     if not isinstance(sock, ssl.SSLSocket):
         return PeerIdentity(address=address)
-    info = sock.getpeercert() or {}
+    info: dict[str, Any] = dict(sock.getpeercert() or {})
     cn = None
     for rdn in info.get("subject", ()):
         for key, value in rdn:

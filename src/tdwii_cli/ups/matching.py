@@ -425,7 +425,7 @@ def response_identifier(
         if tag in (TRANSACTION_UID, SPECIFIC_CHARACTER_SET) or tag.element == 0:
             continue
         out.add(_answer(qelem, ds))
-    for tag in always:
-        if tag not in out and tag in ds:
-            out.add(ds[tag])
+    for always_tag in always:
+        if always_tag not in out and always_tag in ds:
+            out.add(ds[always_tag])
     return out

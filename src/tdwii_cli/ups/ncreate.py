@@ -45,6 +45,10 @@ from tdwii_cli.dicom.values import valid_dt
 
 PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 READINESS_STATES = ("READY", "UNAVAILABLE", "INCOMPLETE")
+_ENUMERATED = (  # keyword, its name in words, the values the standard allows
+    ("ScheduledProcedureStepPriority", "Scheduled Procedure Step Priority", PRIORITIES),
+    ("InputReadinessState", "Input Readiness State", READINESS_STATES),
+)
 
 # Type 1 at N-CREATE for the SCU (table CC.2.5-3, "1/1").
 TYPE1 = (
@@ -258,24 +262,11 @@ def check_ncreate(ds: Dataset) -> list[Problem]:
     def present(keyword: str) -> bool:
         return _has(ds, keyword)
 
-    if present("ScheduledProcedureStepPriority"):
-        priority = _text(ds, "ScheduledProcedureStepPriority")
-        if priority not in PRIORITIES:
-            problems.append(
-                Problem(
-                    INVALID_ATTRIBUTE_VALUE,
-                    f"Scheduled Procedure Step Priority {priority!r} is not HIGH, MEDIUM or LOW",
-                )
-            )
-    if present("InputReadinessState"):
-        readiness = _text(ds, "InputReadinessState")
-        if readiness not in READINESS_STATES:
-            problems.append(
-                Problem(
-                    INVALID_ATTRIBUTE_VALUE,
-                    f"Input Readiness State {readiness!r} is not READY, UNAVAILABLE or INCOMPLETE",
-                )
-            )
+    for keyword, words, allowed in _ENUMERATED:
+        value = _text(ds, keyword)
+        if present(keyword) and value not in allowed:
+            choices = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            problems.append(Problem(INVALID_ATTRIBUTE_VALUE, f"{words} {value!r} is not {choices}"))
     for keyword in DT_KEYWORDS:
         if present(keyword) and not valid_dt(_text(ds, keyword)):
             problems.append(

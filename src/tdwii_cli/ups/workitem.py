@@ -47,7 +47,9 @@ def text_item(concept: tuple[str, str, str], text: str) -> Dataset:
 
 
 def numeric_item(
-    concept: tuple[str, str, str], number: int | float, units=("1", "UCUM", "no units")
+    concept: tuple[str, str, str],
+    number: int | float,
+    units: tuple[str, str, str] = ("1", "UCUM", "no units"),
 ) -> Dataset:
     """A NUMERIC content item with its Measurement Units Code Sequence."""
     item = Dataset()

@@ -5,7 +5,7 @@ The options are collected into `tdwii_cli.net.options.ScuOptions`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,11 +24,11 @@ def check_ae_title(value: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _opt(names: tuple[str, ...], help_: str) -> typer.models.OptionInfo:
+def _opt(names: tuple[str, ...], help_: str) -> Any:
     return typer.Option(*names, help=help_, rich_help_panel=PANEL, callback=check_ae_title)
 
 
-def _timeout(names: tuple[str, ...], help_: str) -> typer.models.OptionInfo:
+def _timeout(names: tuple[str, ...], help_: str) -> Any:
     return typer.Option(*names, min=0.001, metavar="S", help=help_, rich_help_panel=PANEL)
 
 

@@ -21,10 +21,6 @@ class LogOptions:
     level: int
     debug: bool
 
-    @property
-    def verbose(self) -> bool:
-        return self.level <= logging.INFO
-
 
 def _build(
     quiet: bool = False, verbose: bool = False, debug: bool = False, log_level: str | None = None

@@ -1,0 +1,331 @@
+"""The one association implementation (`tdwii_cli.net`), at the library level, against real peers.
+
+Every way an association fails is a typed error with its exit code, produced by a
+real peer: `tdwii serve --mtls`, a pynetdicom Verification SCP that insists on
+its AE title, and hand-written sockets that lie about lengths. The generic
+request path is driven with C-FIND (pending responses, C-CANCEL), N-GET and
+N-ACTION against `tdwii serve`. The same refusals as a user meets them, with
+their hints, are tested end to end in test_echo.py and test_echo_tls.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from conftest import PKI_CA, PKI_CLIENT, TdwiiServer, free_port
+from tdwii_cli import exitcodes
+from tdwii_cli.cli.hints import hint_for
+from tdwii_cli.client.create import Peer, prepare_datasets, send
+from tdwii_cli.dicom import codec
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH, UPS_QUERY, UPS_WATCH, VERIFICATION
+from tdwii_cli.net import pdu
+from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.dimse import (
+    C_ECHO_RQ,
+    C_FIND_RQ,
+    N_ACTION_RQ,
+    N_GET_RQ,
+    Command,
+)
+from tdwii_cli.net.errors import (
+    AssociationRejected,
+    ClosedBeforeAnswer,
+    ContextRefused,
+    HandshakeFailed,
+    NetError,
+    ProtocolViolation,
+    Unreachable,
+)
+from tdwii_cli.net.options import ScuOptions
+from tdwii_cli.tls.context import build_client_context
+from tdwii_cli.tls.options import TlsOptions
+from tdwii_cli.ups.workitem import build_workitem
+
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+OPTIONS = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=5)
+
+
+def client_tls(certs: Path, mode: str = "mtls", ca: Path | None = None) -> TlsOptions:
+    with_cert = mode == "mtls"
+    return TlsOptions(
+        role="client",
+        mode=mode,  # type: ignore[arg-type]
+        ca=(ca or certs / PKI_CA,),
+        cert=certs / f"{PKI_CLIENT}.pem" if with_cert else None,
+        key=certs / f"{PKI_CLIENT}.key" if with_cert else None,
+    )
+
+
+def fails(host: str, port: int, tls: TlsOptions | None, abstract: str = VERIFICATION, **kw: str):  # type: ignore[no-untyped-def]
+    """The `NetError` raised by associating (the test fails if none is)."""
+    ctx = build_client_context(tls) if tls is not None and tls.enabled else None
+    options = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=5, **kw)
+    with (
+        pytest.raises(NetError) as info,
+        open_association(
+            host, port, ctx, options, propose([abstract]), mutual=bool(tls and tls.mutual)
+        ),
+    ):
+        pass
+    assert "\n" not in info.value.message
+    return info.value
+
+
+# -- refusals, each a typed error with its exit code ---------------------------------------
+
+
+def test_closed_port_is_unreachable_60(pki_dir: Path) -> None:
+    err = fails("127.0.0.1", free_port(), client_tls(pki_dir))
+    assert isinstance(err, Unreachable) and err.exit_code == exitcodes.UNREACHABLE
+    assert err.message.startswith("cannot reach 127.0.0.1:")
+    assert "server running" in hint_for(err)
+
+
+def test_client_from_an_untrusted_ca_is_63_with_the_reason(
+    tdwii_server: TdwiiServer, serve_workdir: Path, other_ca_pki: Path
+) -> None:
+    tls = client_tls(other_ca_pki, ca=serve_workdir / "certs" / PKI_CA)
+    err = fails("localhost", tdwii_server.port, tls)
+    assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
+    assert err.message.startswith(f"TLS handshake with localhost:{tdwii_server.port} failed")
+    assert "CA the peer does not trust" in err.message
+
+
+def test_server_from_an_untrusted_ca_is_63(tdwii_server: TdwiiServer, other_ca_pki: Path) -> None:
+    err = fails("localhost", tdwii_server.port, client_tls(other_ca_pki))
+    assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
+    assert "untrusted CA" in err.message
+    assert "--ca" in hint_for(err)  # the command line names the option to change
+
+
+def test_no_client_certificate_is_63(tdwii_server: TdwiiServer, serve_workdir: Path) -> None:
+    err = fails("localhost", tdwii_server.port, client_tls(serve_workdir / "certs", "tls"))
+    assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
+    assert "client certificate" in err.message
+    assert "--mtls" in hint_for(err)
+
+
+def test_plain_dicom_to_a_tls_port_is_62(tdwii_server: TdwiiServer) -> None:
+    err = fails("127.0.0.1", tdwii_server.port, None)
+    assert isinstance(err, ClosedBeforeAnswer) and err.exit_code == exitcodes.ASSOC_ABORTED
+    assert "TLS" in hint_for(err)
+
+
+@pytest.fixture(scope="module")
+def picky_ae() -> Iterator[int]:
+    """An in-process pynetdicom Verification SCP that insists on its own AE title."""
+    from pynetdicom import AE
+
+    ae = AE("PICKY")
+    ae.require_called_aet = True
+    ae.add_supported_context(VERIFICATION)
+    server = ae.start_server(("127.0.0.1", 0), block=False)
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+
+
+def test_rejected_is_61_in_the_standards_words(picky_ae: int) -> None:
+    err = fails("127.0.0.1", picky_ae, None, called_aet="WRONG")
+    assert isinstance(err, AssociationRejected) and err.exit_code == exitcodes.ASSOC_REJECTED
+    assert err.message == (
+        f"association rejected by WRONG@127.0.0.1:{picky_ae}: "
+        "rejected (permanent): called AE title not recognised"
+    )
+    assert "-aec" in hint_for(err)
+
+
+def test_no_context_accepted_is_61(picky_ae: int) -> None:
+    err = fails("127.0.0.1", picky_ae, None, CT_STORAGE, called_aet="PICKY")
+    assert isinstance(err, ContextRefused) and err.exit_code == exitcodes.ASSOC_REJECTED
+    assert f"refused the {CT_STORAGE} context" in err.message
+
+
+# -- a peer that lies about lengths ---------------------------------------------------------
+
+
+class LyingPeer:
+    """A plain-socket peer that answers an A-ASSOCIATE-RQ with `answer` and records how
+    long the client stayed connected."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.answer = answer
+        self.closed_after: float | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            start = time.monotonic()
+            conn.sendall(self.answer)
+            conn.settimeout(10)
+            try:
+                while conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+            self.closed_after = time.monotonic() - start
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        struct.pack(">BBL", 0x02, 0, 0xFFFFFFF0),  # an A-ASSOCIATE-AC "of 4 GB"
+        struct.pack(">BBL", 0x09, 0, 12) + bytes(12),  # not a PDU type at all
+        struct.pack(">BBL", 0x02, 0, 10) + bytes(10),  # an A-ASSOCIATE-AC too short to parse
+    ],
+    ids=["4-GB-length", "unknown-type", "truncated-ac"],
+)
+def test_a_peer_that_lies_is_a_protocol_violation_at_once(answer: bytes) -> None:
+    peer = LyingPeer(answer)
+    try:
+        begin = time.monotonic()
+        err = fails("127.0.0.1", peer.port, None)
+        assert time.monotonic() - begin < 2  # refused on the header, not read or waited for
+    finally:
+        peer.close()
+    assert isinstance(err, ProtocolViolation) and err.exit_code == exitcodes.ASSOC_ABORTED
+    assert peer.closed_after is not None and peer.closed_after < 2
+
+
+def test_read_pdu_refuses_a_long_p_data_before_its_body() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(struct.pack(">BBL", 0x04, 0, pdu.MAX_PDU + 1))  # and no body at all
+        right.settimeout(2)
+        with pytest.raises(pdu.ProtocolError, match="over 16384"):
+            pdu.read_pdu(right)
+
+
+# -- the generic request path against tdwii serve ------------------------------------------
+
+
+def _create(server: TdwiiServer, station: str, count: int) -> list[str]:
+    """N-CREATE `count` workitems for `station` with the client; their UIDs."""
+    tls = client_tls(server.workdir / "certs")
+    items = [
+        (
+            f"w{i}",
+            build_workitem(
+                patient_id=f"A-{i}", patient_name="Assoc^Test", label="Fx", station=station
+            ),
+        )
+        for i in range(count)
+    ]
+    outcomes = prepare_datasets(items)
+    send(outcomes, Peer("localhost", server.port, tls, OPTIONS))
+    assert all(o.status == 0 for o in outcomes)
+    return [o.sop_instance_uid for o in outcomes]
+
+
+@pytest.fixture()
+def assoc_ctx(tdwii_server: TdwiiServer):  # type: ignore[no-untyped-def]
+    return build_client_context(client_tls(tdwii_server.workdir / "certs"))
+
+
+def test_c_find_yields_every_pending_response_then_success(
+    tdwii_server: TdwiiServer, assoc_ctx
+) -> None:  # type: ignore[no-untyped-def]
+    uids = _create(tdwii_server, "ASSOC-FIND", 5)
+    query = Dataset()
+    query.SOPInstanceUID = ""
+    query.ScheduledStationNameCodeSequence = [Dataset()]
+    query.ScheduledStationNameCodeSequence[0].CodeValue = "ASSOC-FIND"
+    with open_association(
+        "localhost", tdwii_server.port, assoc_ctx, OPTIONS, propose([UPS_QUERY])
+    ) as assoc:
+        cx = assoc.context(UPS_QUERY, (EXPLICIT_VR_LE,))
+        request = Command(
+            C_FIND_RQ,
+            message_id=assoc.next_message_id(),
+            sop_class=UPS_QUERY,
+            priority=0,
+            has_dataset=True,
+        )
+        replies = list(assoc.request(request, codec.encode(query, cx.transfer_syntax), cx))
+    statuses = [r.command.status for r in replies]
+    assert statuses == [0xFF00] * 5 + [0x0000]
+    found = {str(codec.decode(r.dataset, cx.transfer_syntax).SOPInstanceUID) for r in replies[:-1]}
+    assert found == set(uids)
+    assert replies[-1].dataset is None
+    assert all(r.command.responding_to == request.message_id for r in replies)
+
+
+def test_c_cancel_ends_a_streaming_c_find(tdwii_server: TdwiiServer, assoc_ctx) -> None:  # type: ignore[no-untyped-def]
+    _create(tdwii_server, "ASSOC-CANCEL", 300)
+    query = Dataset()
+    query.ScheduledStationNameCodeSequence = [Dataset()]
+    query.ScheduledStationNameCodeSequence[0].CodeValue = "ASSOC-CANCEL"
+    start = len(tdwii_server.log_text())
+    with open_association(
+        "localhost", tdwii_server.port, assoc_ctx, OPTIONS, propose([UPS_QUERY])
+    ) as assoc:
+        cx = assoc.context(UPS_QUERY)
+        request = Command(
+            C_FIND_RQ,
+            message_id=assoc.next_message_id(),
+            sop_class=UPS_QUERY,
+            priority=0,
+            has_dataset=True,
+        )
+        statuses = []
+        for reply in assoc.request(request, codec.encode(query, cx.transfer_syntax), cx):
+            statuses.append(reply.command.status)
+            if len(statuses) == 1:
+                assoc.cancel(request, cx)
+    # the cancel may race the last matches on a fast server; it must never be ignored long
+    assert statuses[-1] in (0xFE00, 0x0000)
+    assert statuses[-1] == 0xFE00 or len(statuses) == 301
+    assert "C-CANCEL-RQ of id=1" in tdwii_server.wait_log("C-CANCEL", start)
+
+
+def test_n_get_and_n_action_use_the_requested_uids(tdwii_server: TdwiiServer, assoc_ctx) -> None:  # type: ignore[no-untyped-def]
+    (uid,) = _create(tdwii_server, "ASSOC-GET", 1)
+    with open_association(
+        "localhost", tdwii_server.port, assoc_ctx, OPTIONS, propose([UPS_PUSH, UPS_WATCH])
+    ) as assoc:
+        cx = assoc.context(UPS_PUSH)
+        get = Command(
+            N_GET_RQ,
+            message_id=assoc.next_message_id(),
+            sop_class=UPS_PUSH,
+            sop_instance=uid,
+            attribute_identifiers=(0x00741000, 0x00100020),
+        )
+        (reply,) = assoc.request(get, None, cx)
+        assert reply.command.status == 0 and reply.command.sop_instance == uid
+        got = codec.decode(reply.dataset or b"", cx.transfer_syntax)
+        assert (got.ProcedureStepState, got.PatientID) == ("SCHEDULED", "A-0")
+        info = Dataset()
+        info.ReceivingAE = "NOBODY"  # not in the server's AE configuration
+        watch = assoc.context(UPS_WATCH)
+        subscribe = Command(
+            N_ACTION_RQ,
+            message_id=assoc.next_message_id(),
+            sop_class=UPS_WATCH,
+            sop_instance=uid,
+            action_type=3,
+            has_dataset=True,
+        )
+        (reply,) = assoc.request(subscribe, codec.encode(info, watch.transfer_syntax), watch)
+        assert reply.command.status == 0xC308
+        echo = Command(C_ECHO_RQ, message_id=assoc.next_message_id(), sop_class=VERIFICATION)
+        with pytest.raises(ContextRefused):  # Verification was not proposed
+            assoc.request(echo, None, assoc.context(VERIFICATION))
