@@ -1,13 +1,21 @@
-"""Benchmark: wall time of a one-shot `tdwii echo --mtls` against DCMTK's `echoscu +tls`.
+"""Benchmark: whole-process start-up of one-shot commands, each against its yardstick.
 
-Starts DCMTK `storescp +tls` (TCP_NODELAY=1) on a loopback port with a fresh PKI,
-runs each client N times as a whole process, prints medians and the ratio.
+- `tdwii echo --mtls` (one C-ECHO over mutual TLS) against DCMTK's `echoscu +tls`, both
+  to DCMTK `storescp +tls` started with TCP_NODELAY=1, with a fresh PKI;
+- `tdwii --help` against `bench/minimal_typer_app.py --help` (typer with the same help style);
+- `python -c pass`, the interpreter's own floor on this machine.
+
+tdwii's bytecode is compiled first, as `pip install` does (an editable install under
+PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every run). The
+commands run interleaved, N times each; medians, minimums and the ratios are printed.
+
 Usage: python bench/echo_oneshot.py [-n 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import socket
 import statistics
@@ -16,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
 
 
 def free_port() -> int:
@@ -30,10 +40,24 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"storescp did not listen on {port}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=15)
     n = parser.parse_args().n
+    import tdwii_cli
+
+    compileall.compile_dir(Path(tdwii_cli.__file__).parent, quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         subprocess.run(
@@ -55,10 +79,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        try:
-            time.sleep(0.5)
-            tdwii = ["tdwii", "echo", "--mtls", "localhost", str(port)]
-            dcmtk = [
+        commands = {
+            "tdwii echo --mtls": ["tdwii", "echo", "--mtls", "localhost", str(port)],
+            "DCMTK echoscu +tls": [
                 "/usr/bin/echoscu",
                 "+tls",
                 f"{cli}.key",
@@ -67,18 +90,36 @@ def main() -> None:
                 str(ca),
                 "localhost",
                 str(port),
-            ]
+            ],
+            "tdwii --help": ["tdwii", "--help"],
+            "minimal typer app --help": [
+                sys.executable,
+                str(HERE / "minimal_typer_app.py"),
+                "--help",
+            ],
+            "python -c pass": [sys.executable, "-c", "pass"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        try:
+            wait_port(port)
             os.chdir(work)
-            timed(tdwii), timed(dcmtk)  # warm the page cache
-            t = [timed(tdwii) for _ in range(n)]
-            d = [timed(dcmtk) for _ in range(n)]
+            for cmd in commands.values():  # warm the page cache
+                timed(cmd)
+            for _ in range(n):
+                for name, cmd in commands.items():
+                    times[name].append(timed(cmd))
         finally:
             scp.kill()
             scp.wait()
-    mt, md = statistics.median(t), statistics.median(d)
-    print(f"tdwii echo --mtls   median {mt * 1000:.0f} ms (min {min(t) * 1000:.0f}) over {n} runs")
-    print(f"DCMTK echoscu +tls  median {md * 1000:.0f} ms (min {min(d) * 1000:.0f}) over {n} runs")
-    print(f"ratio tdwii/echoscu {mt / md:.2f}x")
+    med = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(
+            f"{name:26} median {med[name] * 1000:5.0f} ms (min {min(t) * 1000:4.0f}) over {n} runs"
+        )
+    echo = med["tdwii echo --mtls"] / med["DCMTK echoscu +tls"]
+    helps = med["tdwii --help"] / med["minimal typer app --help"]
+    print(f"ratio tdwii echo / echoscu          {echo:.2f}x")
+    print(f"ratio tdwii --help / minimal typer  {helps:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
-"""The `tdwii` typer application: wires the subcommands, exit codes and error style."""
+"""The `tdwii` typer application: the subcommands, loaded when used; exit codes; error style.
+
+A command's module is imported, and its click command built, only when that command
+runs (or help lists it), so `tdwii echo` pays for nothing but the echo.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 from typing import Annotated, Any, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from tdwii_cli import __version__, exitcodes
 from tdwii_cli.cli.console import is_debug, report_error
@@ -30,8 +38,65 @@ class _App(typer.Typer):
             sys.exit(exitcodes.ERROR)
 
 
+# command name -> (module, attribute): a command function, or a Typer for a command group
+COMMANDS = {
+    "serve": ("tdwii_cli.cli.serve", "serve"),
+    "create-workitem": ("tdwii_cli.cli.create_workitem", "create_workitem"),
+    "echo": ("tdwii_cli.cli.echo", "echo"),
+    "pki": ("tdwii_cli.cli.pki", "app"),
+}
+
+
+def _target(name: str) -> Any:
+    module_name, attribute = COMMANDS[name]
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def load_command(name: str) -> click.Command:
+    """The click command `name`, built from its module (imported now)."""
+    target = _target(name)
+    if not isinstance(target, typer.Typer):  # one command: a Typer of its own to build it
+        function, target = target, typer.Typer(add_completion=False)
+        target.command(name, epilog=exitcodes.HELP)(function)
+    command = typer.main.get_command(target)
+    command.name = name
+    return command
+
+
+def _listed(name: str) -> click.Command:
+    """What the group's help lists for command `name`: its name and its own help text
+    (the command function's docstring, or the group's help), without building its options."""
+    target = _target(name)
+    text = target.info.help if isinstance(target, typer.Typer) else inspect.getdoc(target)
+    return click.Command(name, help=text)
+
+
+class _LazyGroup(TyperGroup):
+    """The top-level group: its subcommands are built on first use (see `COMMANDS`)."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            if self._listing:
+                return _listed(cmd_name)
+            self.commands[cmd_name] = load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = _App(
     name="tdwii",
+    cls=_LazyGroup,
     help="DICOM UPS worklist (IHE-RO TDW-II) over mutually authenticated TLS.",
     epilog=exitcodes.HELP,
     no_args_is_help=True,
@@ -55,15 +120,3 @@ def main(
     ] = None,
 ) -> None:
     """DICOM UPS worklist (IHE-RO TDW-II) over mutually authenticated TLS."""
-
-
-def _register() -> None:
-    from tdwii_cli.cli import create_workitem, echo, pki, serve
-
-    app.command("serve", epilog=exitcodes.HELP)(serve.serve)
-    app.command("create-workitem", epilog=exitcodes.HELP)(create_workitem.create_workitem)
-    app.command("echo", epilog=exitcodes.HELP)(echo.echo)
-    app.add_typer(pki.app, name="pki")
-
-
-_register()

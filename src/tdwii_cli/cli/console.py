@@ -57,13 +57,7 @@ def setup_logging(level: int, debug: bool = False) -> None:
     _debug = debug
     handler: logging.Handler
     if stderr_is_terminal():
-        handler = _rich_handler(
-            console=stderr_console(),
-            show_path=False,
-            markup=False,
-            rich_tracebacks=False,
-            log_time_format="%H:%M:%S",
-        )
+        handler = _FirstRecordHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_PlainFormatter())
@@ -75,6 +69,25 @@ def setup_logging(level: int, debug: bool = False) -> None:
     # pynetdicom's own lines (and their tracebacks) repeat what tdwii's log already says in
     # plain words; they are shown with -d only.
     logging.getLogger("pynetdicom").setLevel(logging.INFO if debug else logging.CRITICAL + 1)
+
+
+class _FirstRecordHandler(logging.Handler):
+    """Stands for the rich handler until a record comes: a quiet run never imports rich."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._target: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._target is None:
+            self._target = _rich_handler(
+                console=stderr_console(),
+                show_path=False,
+                markup=False,
+                rich_tracebacks=False,
+                log_time_format="%H:%M:%S",
+            )
+        self._target.handle(record)
 
 
 def _rich_handler(**kwargs: object) -> logging.Handler:

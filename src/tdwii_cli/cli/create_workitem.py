@@ -5,7 +5,6 @@ pydicom and pynetdicom are imported inside the command only, so `tdwii --help` s
 (No `from __future__ import annotations` here: typer reads these annotations at runtime.)
 """
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -440,5 +439,7 @@ def _render_json(outcomes: "list[Outcome]", associations: int, elapsed: float, c
         "seconds": round(elapsed, 3),
         "exit_code": code,
     }
+    import json
+
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     sys.stdout.flush()

@@ -3,7 +3,6 @@ AE titles and UIDs. Pure functions, no pydicom."""
 
 from __future__ import annotations
 
-import calendar
 import re
 from datetime import datetime
 
@@ -75,6 +74,8 @@ def upper_dt(value: object) -> str:
     year, month, day, hour, minute, second, fraction, _offset = parts
     month = month or "12"
     if day is None:
+        import calendar
+
         try:
             day = f"{calendar.monthrange(int(year or 0), int(month))[1]:02d}"
         except ValueError:

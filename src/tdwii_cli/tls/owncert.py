@@ -142,6 +142,7 @@ def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
 
 
 def _der_time(tag: int, value: bytes) -> dt.datetime:
+    """A certificate's UTCTime or GeneralizedTime (RFC 5280: in UTC, with seconds)."""
     text = value.decode("ascii")
     if not text.endswith("Z"):
         raise ValueError("certificate time not in UTC")
@@ -150,7 +151,10 @@ def _der_time(tag: int, value: bytes) -> dt.datetime:
         text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
     elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
         raise ValueError("not a time")
-    return dt.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    if len(text) != 15 or not text[:14].isdigit():
+        raise ValueError("certificate time not YYYYMMDDHHMMSSZ")
+    month, day, hour, minute, second = (int(text[i : i + 2]) for i in range(4, 14, 2))
+    return dt.datetime(int(text[:4]), month, day, hour, minute, second, tzinfo=dt.timezone.utc)
 
 
 def _leaf_facts(pem: bytes) -> Facts | None:
