@@ -2,7 +2,8 @@
 
 - `tdwii echo --mtls` (one C-ECHO over mutual TLS) against DCMTK's `echoscu +tls`, both
   to DCMTK `storescp +tls` started with TCP_NODELAY=1, with a fresh PKI;
-- `tdwii --help` against `bench/minimal_typer_app.py --help` (typer with the same help style);
+- `tdwii --help` against `bench/minimal_typer_app.py --help` (typer with the same help style),
+  and that app with click's plain help (what typer's rich help costs by itself);
 - `python -c pass`, the interpreter's own floor on this machine.
 
 tdwii's bytecode is compiled first, as `pip install` does (an editable install under
@@ -35,8 +36,11 @@ def free_port() -> int:
 
 
 def timed(cmd: list[str]) -> float:
+    env = None
+    if cmd[:1] == ["MINIMAL_PLAIN_HELP=1"]:
+        cmd, env = cmd[1:], {**os.environ, "MINIMAL_PLAIN_HELP": "1"}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -93,6 +97,12 @@ def main() -> None:
             ],
             "tdwii --help": ["tdwii", "--help"],
             "minimal typer app --help": [
+                sys.executable,
+                str(HERE / "minimal_typer_app.py"),
+                "--help",
+            ],
+            "minimal, plain help": [
+                "MINIMAL_PLAIN_HELP=1",
                 sys.executable,
                 str(HERE / "minimal_typer_app.py"),
                 "--help",

@@ -1,4 +1,4 @@
-"""The one exception type that commands raise to stop with a one-line message."""
+"""The base of every tdwii error: a one-line message, the exit code, and maybe a hint."""
 
 from __future__ import annotations
 

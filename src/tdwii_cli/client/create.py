@@ -130,7 +130,7 @@ def prepare_iter(
             continue
         if outcome.kind == READY and not new_uid:
             # Sent as the file has it when the peer accepts its transfer syntax: no encoding,
-            # and not the ~1 ms it costs pydicom to re-encode values the check decoded.
+            # and no re-encoding of the values the check decoded.
             outcome.encoded = dataset_bytes(data)
             outcome.encoded_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
         yield outcome

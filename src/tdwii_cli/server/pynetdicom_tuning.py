@@ -3,8 +3,8 @@
 pynetdicom runs two threads per association: the DUL reactor (socket <-> PDUs)
 sleeps 1 ms whenever it finds nothing to do, and the association reactor
 (DIMSE messages, release, abort) sleeps 1 ms per loop and polls its queues.
-Each request/response therefore waits for several of those naps (about 2.5 ms
-for a C-ECHO, 5 ms for association set-up). `tune_association` keeps
+Each request/response therefore waits for several of those naps, and so does
+association set-up. `tune_association` keeps
 pynetdicom's loops and state machine as they are and only changes what they
 wait on: the DUL blocks in select() on its socket plus a wake-up fd that every
 outgoing primitive signals, and the association reactor blocks on an event

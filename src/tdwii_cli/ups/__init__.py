@@ -1,1 +1,1 @@
-"""The UPS service: store, validation, state machine, matching, subscriptions, events."""
+"""The UPS rules without I/O: state machine, N-CREATE checks, C-FIND matching, workitems."""
