@@ -223,8 +223,3 @@ def pdvs(payload: bytes) -> Iterator[tuple[int, int, bytes]]:
             raise ProtocolError(f"a PDV item of length {length} does not fit its PDU")
         yield payload[pos + 4], payload[pos + 5], payload[pos + 6 : pos + 4 + length]
         pos += 4 + length
-
-
-def abort_words(payload: bytes) -> str:
-    """Who sent an A-ABORT, in words."""
-    return str(AbortReceived(payload))

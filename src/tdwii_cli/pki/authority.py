@@ -44,7 +44,6 @@ class PkiResult:
     files: list[Path] = field(default_factory=list)
     key_spec: KeySpec = field(default_factory=KeySpec)
     p12_password_is_default: bool = True
-    ca_key_encrypted: bool = False
     nodes: dict[str, NodePaths] = field(default_factory=dict)
     certificates: dict[Path, x509.Certificate] = field(default_factory=dict)
     revoked_serial: int | None = None
@@ -136,7 +135,6 @@ def init_pki(
         directory,
         key_spec=key_spec,
         p12_password_is_default=p12_password == DEFAULT_P12_PASSWORD,
-        ca_key_encrypted=bool(ca_password),
     )
     result.certificates[ca.cert] = ca_cert
     for node in (server, client):

@@ -134,10 +134,6 @@ class WorklistManager:
             self.store.close()
             self.store = None
 
-    def request_stop(self) -> None:
-        """Ask `serve_until_signal()` to return (thread-safe)."""
-        self._stop.set()
-
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signals += 1
         if self._signals > 1:
