@@ -1,17 +1,29 @@
-"""Shared test helpers: peer tools, a session PKI, free ports.
+"""Shared test helpers: peer tools, a session PKI, TLS options and contexts, waiting, ports.
 
 Other test modules append their own fixtures below; keep this part generic.
 
 - `require_tool(name)`: path of an external tool (DCMTK's echoscu/storescp, openssl,
   keytool); skips when missing and the env var CI is unset, fails when CI is set.
   DCMTK names never resolve to pynetdicom's same-named Python scripts.
+- `wait_until(predicate, timeout, what)`: poll until `predicate()` is truthy (returns it);
+  fails naming what was awaited. Every polling wait with a deadline in the tests uses it.
 - `pki_dir` (session): a folder where `init_pki` ran (EC P-256). Treat it as read-only;
-  tests that revoke or reissue make their own PKI in `tmp_path`.
-- `other_ca_pki` (session): a second, independent PKI ("untrusted CA" tests).
+  tests that revoke or reissue make their own PKI in `tmp_path` (or use `revoked_pki`).
+- `other_ca_pki` (session): a second, independent PKI ("untrusted CA" tests);
+  `revoked_pki` (session): a PKI whose two node certificates are in its CRL;
+  `other_name_cert` (session): a `pki_dir` server certificate for "other.example" only.
+- Paths inside such a PKI: `PKI_CA`, `PKI_SERVER`, `PKI_CLIENT`; `tls_options(root, role)`
+  (tdwii's `TlsOptions`), `client_ssl_context(root)` / `server_ssl_context(root)` (plain
+  Python `ssl` contexts, as a foreign peer makes them); `write_leaf(...)`: a fresh node
+  certificate signed by a PKI's CA.
 - `free_port()`: an unused TCP port on 127.0.0.1; `wait_port(port, proc)`: until it listens.
+- `tdwii serve` in a subprocess: `start_tdwii_server(...)`, `TdwiiServer` (`wait_log`),
+  fixtures `serve_workdir` / `tdwii_server` (module).
 - `tdwii echo` and its peers (section at the end): `run_echo_cli(...)`, `mtls_args(...)`,
-  `one_error_line(proc)`, `storescp_peer(...)`, `openssl_peer(...)`, fixtures
-  `dcmtk_tls_peer` / `dcmtk_plain_peer` (session).
+  `one_error_line(proc)`, `storescp_peer(...)`, `openssl_peer(...)`, `openssl_client(...)`,
+  fixtures `dcmtk_tls_peer` / `dcmtk_plain_peer` (session).
+
+Peers the tests drive or talk to (pynetdicom, hand-written sockets) are in tests/peers.py.
 """
 
 from __future__ import annotations
@@ -20,12 +32,19 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+
+from tdwii_cli.tls.options import TlsOptions
+
+T = TypeVar("T")
 
 # DCMTK tools that pynetdicom also installs as Python console scripts under the same name.
 _DCMTK_TOOLS = {"echoscu", "echoscp", "storescu", "storescp", "findscu", "getscu", "movescu"}
@@ -63,6 +82,29 @@ def require_tool(name: str) -> str:
     raise AssertionError("unreachable")
 
 
+# -- waiting ------------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.01,
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that; after `timeout`
+    seconds fail with "timed out after N s waiting for WHAT" (`what` may be a callable, for
+    words that describe the state at the end). Exceptions from `predicate` propagate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            words = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {words}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -70,20 +112,106 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_port(port: int, proc: object, timeout: float = 15.0, what: str = "peer") -> None:
+def wait_port(port: int, proc: Any, timeout: float = 15.0, what: str = "peer") -> None:
     """Return once 127.0.0.1:`port` accepts; fail if `proc` exits first or time runs out."""
-    import time
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:  # type: ignore[attr-defined]
-            raise AssertionError(f"{what} exited early with {proc.returncode}")  # type: ignore[attr-defined]
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited early with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what} did not listen on {port} within {timeout:g} s")
+            return False
+
+    wait_until(listening, timeout, f"{what} to listen on {port}", interval=0.05)
+
+
+# -- the test PKI: paths, TLS options, plain ssl contexts, extra certificates ----------------
+# Paths below are relative to a PKI made by `init_pki` (`pki_dir`, `other_ca_pki`, or a
+# test's own).
+
+PKI_CA = "rootCA/rootCA.pem"
+PKI_SERVER = "servers/worklistmanager/worklistmanager"  # + ".pem" / ".key"
+PKI_CLIENT = "clients/workitemcreator/workitemcreator"  # + ".pem" / ".key"
+
+
+def tls_options(
+    pki_root: Path,
+    role: str,
+    mode: str = "mtls",
+    node: str | None = None,
+    ca: Path | None = None,
+    **kw: Any,
+) -> TlsOptions:
+    """`TlsOptions` as `tls.options.resolve` would build them for the PKI at `pki_root`: the
+    CA (`ca` if given), and the node's certificate and key (`node`: PKI_SERVER for a server,
+    PKI_CLIENT for a client) when the side presents one (servers, mTLS clients). `kw`: any
+    other field (profile, crl, verify_hostname, key_password_file), or cert/key themselves."""
+    node = node or (PKI_SERVER if role == "server" else PKI_CLIENT)
+    with_cert = role == "server" or mode == "mtls"
+    fields: dict[str, Any] = {
+        "ca": (ca or pki_root / PKI_CA,),
+        "cert": pki_root / f"{node}.pem" if with_cert else None,
+        "key": pki_root / f"{node}.key" if with_cert else None,
+    }
+    fields.update(kw)
+    return TlsOptions(role=role, mode=mode, **fields)  # type: ignore[arg-type]
+
+
+def client_ssl_context(
+    pki_root: Path, node: str | None = PKI_CLIENT, ca: Path | None = None
+) -> ssl.SSLContext:
+    """A plain Python client context, as a foreign peer makes one (none of tdwii's profile
+    settings): TLS 1.2 or later, trusting `ca` (the PKI's root CA by default), presenting
+    `node`'s certificate (None: no client certificate); host names are checked."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(ca or pki_root / PKI_CA)
+    if node is not None:
+        ctx.load_cert_chain(pki_root / f"{node}.pem", pki_root / f"{node}.key")
+    return ctx
+
+
+def server_ssl_context(
+    pki_root: Path,
+    node: str = PKI_SERVER,
+    ca: Path | None = None,
+    *,
+    mutual: bool = True,
+    crl: Path | None = None,
+) -> ssl.SSLContext:
+    """A plain Python server context with `node`'s certificate: TLS 1.2 or later; when
+    `mutual`, a client certificate from `ca` (the PKI's root CA by default) is required,
+    checked against `crl` when given; otherwise none is asked for and no CA is loaded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(pki_root / f"{node}.pem", pki_root / f"{node}.key")
+    if mutual:
+        ctx.load_verify_locations(ca or pki_root / PKI_CA)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if crl is not None:
+        ctx.load_verify_locations(crl)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return ctx
+
+
+def write_leaf(
+    folder: Path, pki_root: Path, name: str, password: bytes | None = None, **kw: Any
+) -> Path:
+    """A node certificate signed by `pki_root`'s CA, `make_leaf(**kw)` (validity, SANs, key
+    ...), written to FOLDER/NAME.pem and FOLDER/NAME.key (encrypted with `password` if
+    given); returns the .pem path."""
+    from tdwii_cli.pki.authority import load_ca
+    from tdwii_cli.pki.certs import make_leaf, write_cert
+    from tdwii_cli.pki.keys import write_key
+
+    ca_key, ca_cert = load_ca(pki_root)
+    key, cert = make_leaf(ca_key, ca_cert, name, **kw)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_key(folder / f"{name}.key", key, password=password)
+    write_cert(folder / f"{name}.pem", cert)
+    return folder / f"{name}.pem"
 
 
 @pytest.fixture(scope="session")
@@ -112,13 +240,40 @@ def other_ca_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-# -- `tdwii serve` in a subprocess (issue 4) ---------------------------------------------
+@pytest.fixture(scope="session")
+def revoked_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PKI (layout of `pki_dir`) whose server (worklistmanager) and client
+    (workitemcreator) certificates are both revoked in rootCA/rootCA.crl.pem."""
+    from tdwii_cli.pki.authority import init_pki, revoke
+
+    directory = tmp_path_factory.mktemp("revoked") / "certs"
+    init_pki(directory)
+    revoke(directory, "workitemcreator")
+    revoke(directory, "worklistmanager")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def other_name_cert(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(pem, key) of a server certificate from the `pki_dir` CA for "other.example" only
+    (no default SANs: not for localhost, 127.0.0.1 or ::1)."""
+    pem = write_leaf(
+        tmp_path_factory.mktemp("othername"),
+        pki_dir,
+        "other",
+        sans=["other.example"],
+        default_sans=False,
+    )
+    return pem, pem.with_suffix(".key")
+
+
+# -- `tdwii serve` in a subprocess --------------------------------------------------------
 
 
 class TdwiiServer:
     """A running `python -m tdwii_cli serve` and where to find it (see `start_tdwii_server`)."""
 
-    def __init__(self, proc: object, host: str, port: int, db: Path, log: Path, workdir: Path):
+    def __init__(self, proc: Any, host: str, port: int, db: Path, log: Path, workdir: Path):
         self.proc = proc
         self.host = host
         self.port = port
@@ -131,21 +286,18 @@ class TdwiiServer:
 
     def wait_log(self, needle: str, start: int = 0, timeout: float = 10.0) -> str:
         """The log text from offset `start` once it contains `needle` (case-insensitive)."""
-        import time
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def found() -> str:
             text = self.log_text()[start:]
-            if needle.lower() in text.lower():
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not in the server log:\n{text[-3000:]}")
-            time.sleep(0.05)
+            return text if needle.lower() in text.lower() else ""
+
+        def tail() -> str:
+            return f"{needle!r} in the server log; it ends:\n{self.log_text()[start:][-3000:]}"
+
+        return wait_until(found, timeout, tail, interval=0.05)
 
     def stop(self) -> int:
         """SIGTERM, wait, return the exit code (kill -9 if it does not stop)."""
-        import subprocess
-
         proc = self.proc
         assert isinstance(proc, subprocess.Popen)
         if proc.poll() is None:
@@ -163,10 +315,6 @@ def start_tdwii_server(
 ) -> TdwiiServer:
     """Start `tdwii serve` in `workdir` (which holds `certs/` from `tdwii pki init`), on a free
     loopback port, logging at -v to a file; returns once it listens."""
-    import subprocess
-    import sys
-    import time
-
     port = free_port()
     db = db or workdir / "tdwii.sqlite"
     log = workdir / f"{log_name}-{port}.log"
@@ -177,14 +325,17 @@ def start_tdwii_server(
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=fh)
     server = TdwiiServer(proc, "127.0.0.1", port, db, log, workdir)
-    deadline = time.monotonic() + 30
-    while "listening on" not in server.log_text():
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"tdwii serve exited {proc.returncode}: {server.log_text()}")
-        if time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"tdwii serve did not start: {server.log_text()}")
-        time.sleep(0.05)
+        return "listening on" in server.log_text()
+
+    try:
+        wait_until(listening, 30, lambda: f"tdwii serve to start: {server.log_text()}", 0.05)
+    except AssertionError:
+        server.stop()
+        raise
     return server
 
 
@@ -207,13 +358,8 @@ def tdwii_server(serve_workdir: Path):  # type: ignore[no-untyped-def]
         server.stop()
 
 
-# -- `tdwii echo` and its peers: DCMTK storescp, openssl s_server (echo tests) ------------
-# Used by tests/test_echo.py and tests/test_echo_tls.py. Paths below are relative to a PKI
-# made by `init_pki` (`pki_dir`, `other_ca_pki`, or a test's own).
-
-PKI_CA = "rootCA/rootCA.pem"
-PKI_SERVER = "servers/worklistmanager/worklistmanager"  # + ".pem" / ".key"
-PKI_CLIENT = "clients/workitemcreator/workitemcreator"  # + ".pem" / ".key"
+# -- `tdwii echo` and its peers: DCMTK storescp, openssl s_server and s_client ------------
+# Used by the echo tests (tests/test_echo.py, tests/test_echo_tls.py) and by the TLS tests.
 
 
 def run_echo_cli(
@@ -294,6 +440,22 @@ def openssl_peer(cert: Path, key: Path, *extra: str) -> Iterator[int]:
     # stdin stays an open pipe: s_server reads commands from it and may stop at its end
     with _listening_peer([*cmd, *extra], port, "openssl s_server", stdin=subprocess.PIPE):
         yield port
+
+
+def openssl_client(
+    port: int, *args: str, cwd: Path | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """`openssl s_client -connect 127.0.0.1:PORT ARGS` with empty input (it connects, does
+    the handshake and hangs up); its output captured as text."""
+    exe = require_tool("openssl")
+    return subprocess.run(
+        [exe, "s_client", "-connect", f"127.0.0.1:{port}", *args],
+        cwd=cwd,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")

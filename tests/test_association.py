@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from conftest import PKI_CA, PKI_CLIENT, TdwiiServer, free_port
+from conftest import PKI_CA, TdwiiServer, free_port, tls_options
+from peers import OneShotPeer
 from tdwii_cli import exitcodes
 from tdwii_cli.cli.hints import hint_for
 from tdwii_cli.client.create import Peer, prepare_datasets, send
@@ -53,17 +53,6 @@ CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 OPTIONS = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=5)
 
 
-def client_tls(certs: Path, mode: str = "mtls", ca: Path | None = None) -> TlsOptions:
-    with_cert = mode == "mtls"
-    return TlsOptions(
-        role="client",
-        mode=mode,  # type: ignore[arg-type]
-        ca=(ca or certs / PKI_CA,),
-        cert=certs / f"{PKI_CLIENT}.pem" if with_cert else None,
-        key=certs / f"{PKI_CLIENT}.key" if with_cert else None,
-    )
-
-
 def fails(host: str, port: int, tls: TlsOptions | None, abstract: str = VERIFICATION, **kw: str):  # type: ignore[no-untyped-def]
     """The `NetError` raised by associating (the test fails if none is)."""
     ctx = build_client_context(tls) if tls is not None and tls.enabled else None
@@ -83,7 +72,7 @@ def fails(host: str, port: int, tls: TlsOptions | None, abstract: str = VERIFICA
 
 
 def test_closed_port_is_unreachable_60(pki_dir: Path) -> None:
-    err = fails("127.0.0.1", free_port(), client_tls(pki_dir))
+    err = fails("127.0.0.1", free_port(), tls_options(pki_dir, "client"))
     assert isinstance(err, Unreachable) and err.exit_code == exitcodes.UNREACHABLE
     assert err.message.startswith("cannot reach 127.0.0.1:")
     assert "server running" in hint_for(err)
@@ -92,7 +81,7 @@ def test_closed_port_is_unreachable_60(pki_dir: Path) -> None:
 def test_client_from_an_untrusted_ca_is_63_with_the_reason(
     tdwii_server: TdwiiServer, serve_workdir: Path, other_ca_pki: Path
 ) -> None:
-    tls = client_tls(other_ca_pki, ca=serve_workdir / "certs" / PKI_CA)
+    tls = tls_options(other_ca_pki, "client", ca=serve_workdir / "certs" / PKI_CA)
     err = fails("localhost", tdwii_server.port, tls)
     assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
     assert err.message.startswith(f"TLS handshake with localhost:{tdwii_server.port} failed")
@@ -100,14 +89,16 @@ def test_client_from_an_untrusted_ca_is_63_with_the_reason(
 
 
 def test_server_from_an_untrusted_ca_is_63(tdwii_server: TdwiiServer, other_ca_pki: Path) -> None:
-    err = fails("localhost", tdwii_server.port, client_tls(other_ca_pki))
+    err = fails("localhost", tdwii_server.port, tls_options(other_ca_pki, "client"))
     assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
     assert "untrusted CA" in err.message
     assert "--ca" in hint_for(err)  # the command line names the option to change
 
 
 def test_no_client_certificate_is_63(tdwii_server: TdwiiServer, serve_workdir: Path) -> None:
-    err = fails("localhost", tdwii_server.port, client_tls(serve_workdir / "certs", "tls"))
+    err = fails(
+        "localhost", tdwii_server.port, tls_options(serve_workdir / "certs", "client", "tls")
+    )
     assert isinstance(err, HandshakeFailed) and err.exit_code == exitcodes.TLS_HANDSHAKE
     assert "client certificate" in err.message
     assert "--mtls" in hint_for(err)
@@ -153,37 +144,6 @@ def test_no_context_accepted_is_61(picky_ae: int) -> None:
 # -- a peer that lies about lengths ---------------------------------------------------------
 
 
-class LyingPeer:
-    """A plain-socket peer that answers an A-ASSOCIATE-RQ with `answer` and records how
-    long the client stayed connected."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.answer = answer
-        self.closed_after: float | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            conn.recv(65536)
-            start = time.monotonic()
-            conn.sendall(self.answer)
-            conn.settimeout(10)
-            try:
-                while conn.recv(4096):
-                    pass
-            except OSError:
-                pass
-            self.closed_after = time.monotonic() - start
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(10)
-
-
 @pytest.mark.parametrize(
     "answer",
     [
@@ -194,13 +154,13 @@ class LyingPeer:
     ids=["4-GB-length", "unknown-type", "truncated-ac"],
 )
 def test_a_peer_that_lies_is_a_protocol_violation_at_once(answer: bytes) -> None:
-    peer = LyingPeer(answer)
+    peer = OneShotPeer(answer)  # and then it waits for us to hang up
     try:
         begin = time.monotonic()
         err = fails("127.0.0.1", peer.port, None)
         assert time.monotonic() - begin < 2  # refused on the header, not read or waited for
     finally:
-        peer.close()
+        assert peer.done() is None
     assert isinstance(err, ProtocolViolation) and err.exit_code == exitcodes.ASSOC_ABORTED
     assert peer.closed_after is not None and peer.closed_after < 2
 
@@ -219,7 +179,7 @@ def test_read_pdu_refuses_a_long_p_data_before_its_body() -> None:
 
 def _create(server: TdwiiServer, station: str, count: int) -> list[str]:
     """N-CREATE `count` workitems for `station` with the client; their UIDs."""
-    tls = client_tls(server.workdir / "certs")
+    tls = tls_options(server.workdir / "certs", "client")
     items = [
         (
             f"w{i}",
@@ -237,7 +197,7 @@ def _create(server: TdwiiServer, station: str, count: int) -> list[str]:
 
 @pytest.fixture()
 def assoc_ctx(tdwii_server: TdwiiServer):  # type: ignore[no-untyped-def]
-    return build_client_context(client_tls(tdwii_server.workdir / "certs"))
+    return build_client_context(tls_options(tdwii_server.workdir / "certs", "client"))
 
 
 def test_c_find_yields_every_pending_response_then_success(

@@ -3,7 +3,8 @@ imports, AE titles, and the exit codes 0/2/60/61/62/64.
 
 TLS refusals (63), their words, profiles and own-certificate checks: tests/test_echo_tls.py.
 Peers: DCMTK storescp (+tls, mutual TLS; fixtures and helpers in conftest.py), `tdwii serve`,
-an in-process pynetdicom Verification SCP, a Python TLS server that answers with A-ABORT.
+an in-process pynetdicom Verification SCP, a Python TLS server that answers with A-ABORT
+(tests/peers.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    PKI_CA,
-    PKI_SERVER,
     free_port,
     mtls_args,
     one_error_line,
     run_echo_cli,
+    server_ssl_context,
     storescp_peer,
 )
+from peers import A_ABORT, OneShotPeer
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -188,53 +187,21 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_a_abort_over_tls_is_62_not_a_certificate_error(pki_dir: Path, host: str) -> None:
-    """A Python TLS server with the pki server certificate answers the A-ASSOCIATE-RQ with
-    an A-ABORT: exit 62 "aborted" (it was 63 "did not accept our certificate"). The handshake
-    passes by address only because the default SANs hold 127.0.0.1 and ::1."""
+    """A Python TLS server with the pki server certificate (client certificate required)
+    answers the A-ASSOCIATE-RQ with an A-ABORT: exit 62 "aborted" (it was 63 "did not accept
+    our certificate"). The handshake passes by address only because the default SANs hold
+    127.0.0.1 and ::1."""
     if host == "::1" and not _ipv6_loopback():
         pytest.skip("no IPv6 loopback here")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(f"{pki_dir / PKI_SERVER}.pem", f"{pki_dir / PKI_SERVER}.key")
-    ctx.load_verify_locations(str(pki_dir / PKI_CA))
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    server = socket.create_server((host, 0), family=family)
-    port = server.getsockname()[1]
-    seen: list[str] = []
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        try:
-            conn.settimeout(10)
-            tls_conn = ctx.wrap_socket(conn, server_side=True)
-            seen.append(tls_conn.version() or "")
-            head = b""
-            while len(head) < 6:  # the A-ASSOCIATE-RQ header, then all of it (no RST on close)
-                head += tls_conn.recv(6 - len(head))
-            rest = int.from_bytes(head[2:6], "big")
-            while rest:
-                rest -= len(tls_conn.recv(rest))
-            tls_conn.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00")  # A-ABORT
-            tls_conn.settimeout(5)
-            try:  # let the client read the abort and hang up before we close
-                while tls_conn.recv(1024):
-                    pass
-            except OSError:
-                pass
-            tls_conn.close()
-        except OSError as exc:
-            seen.append(f"error {exc}")
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    # it reads the whole A-ASSOCIATE-RQ (no RST when it closes), answers, and lets the client
+    # read the abort and hang up first
+    peer = OneShotPeer(A_ABORT, ssl_context=server_ssl_context(pki_dir), read="pdu", host=host)
     try:
-        proc = run_echo_cli(*mtls_args(pki_dir), "-ta", "5", host, str(port))
+        proc = run_echo_cli(*mtls_args(pki_dir), "-ta", "5", host, str(peer.port))
     finally:
-        thread.join(15)
-        server.close()
-    assert seen and seen[0].startswith("TLSv1."), seen  # the handshake passed on the server
+        peer.done()
+    assert peer.tls_version is not None, peer.error
+    assert peer.tls_version.startswith("TLSv1."), peer.error  # the handshake passed on the server
     assert proc.returncode == 62, proc.stderr
     assert "A-ABORT" in proc.stderr and "certificate" not in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,67 +1,42 @@
 """Undelivered N-EVENT-REPORTs are journaled in the store and survive a restart.
 
 Real pieces only: a SQLite store on disk, the `EventSender` threads, a subscriber
-that is a real pynetdicom UPS Event SCP on a loopback port (absent at first),
-and `tdwii serve` itself stopped and started again.
+that is a real pynetdicom UPS Event SCP on a loopback port (absent at first; the
+`EventReceiver` of tests/peers.py), and `tdwii serve` itself stopped and started again.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
 
-from conftest import free_port, start_tdwii_server
+from conftest import free_port, start_tdwii_server, wait_until
+from peers import EventReceiver, scu_association
 from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
 from tdwii_cli.server.events import EventSender
 from tdwii_cli.server.store import WorkitemStore
 from tdwii_cli.ups.workitem import build_workitem
 
-UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 GLOBAL = "1.2.840.10008.5.1.4.34.5"
 
 
-class Subscriber:
-    """A plain-DICOM UPS Event SCP that records (event type, UID, state) of each report."""
+def subscriber(port: int) -> EventReceiver:
+    """WATCHER: a plain-DICOM UPS Event SCP on 127.0.0.1:`port`, recording every report."""
+    return EventReceiver("WATCHER", port=port)
 
-    def __init__(self, port: int, ae_title: str = "WATCHER") -> None:
-        self.reports: list[tuple[int, str, str]] = []
-        self.got = threading.Event()
-        ae = AE(ae_title)
-        ae.add_supported_context(UPS_EVENT, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-        self.server = ae.start_server(
-            ("127.0.0.1", port),
-            block=False,
-            evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)],
-        )
 
-    def _on_report(self, event: Any) -> tuple[int, None]:
-        req = event.request
-        info = event.event_information
-        state = str(info.get("ProcedureStepState", ""))
-        self.reports.append((int(req.EventTypeID), str(req.AffectedSOPInstanceUID), state))
-        self.got.set()
-        return 0x0000, None
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[int, str, str]]:
-        deadline = time.monotonic() + timeout
-        while len(self.reports) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return list(self.reports)
-
-    def close(self) -> None:
-        self.server.shutdown()
+def _reports(receiver: EventReceiver) -> list[tuple[int, str, str]]:
+    """(event type, UID, state) of each report received so far, in order."""
+    return [(r.event_type, r.uid, r.state) for r in receiver.seen()]
 
 
 def _info(state: str) -> Dataset:
@@ -94,14 +69,14 @@ def test_reports_to_an_absent_subscriber_are_kept_and_sent_after_a_restart(
         assert EventJournal(store).count() == 3
 
     # "Restart": a new store connection and sender; the subscriber is up now.
-    subscriber = Subscriber(port)
+    receiver = subscriber(port)
     try:
         with WorkitemStore(tmp_path / "ups.sqlite") as store:
             journal = EventJournal(store)
             second = EventSender("UPSSCP", known, journal=journal, retry_base=0.05)
             assert second.restore() == 3
-            got = subscriber.wait_for(3)
-            assert got == [
+            wait_until(lambda: len(receiver.seen()) >= 3, 20, "3 reports at WATCHER")
+            assert _reports(receiver) == [
                 (1, "1.2.3.1", "SCHEDULED"),
                 (1, "1.2.3.1", "IN PROGRESS"),
                 (1, "1.2.3.2", "SCHEDULED"),
@@ -110,7 +85,7 @@ def test_reports_to_an_absent_subscriber_are_kept_and_sent_after_a_restart(
             assert journal.count() == 0  # answered: forgotten
             second.stop()
     finally:
-        subscriber.close()
+        receiver.stop()
 
 
 def test_reports_given_up_are_removed_from_the_journal(tmp_path: Path) -> None:
@@ -126,9 +101,7 @@ def test_reports_given_up_are_removed_from_the_journal(tmp_path: Path) -> None:
         )
         sender.submit("GONE", 1, "1.2.3.9", _info("SCHEDULED"))
         sender.submit("NOBODY", 1, "1.2.3.9", _info("SCHEDULED"))  # not in the AE configuration
-        deadline = time.monotonic() + 10
-        while journal.count() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: journal.count() == 0, 10, "the journal to forget both reports")
         assert journal.count() == 0
         sender.stop(timeout=0.1)
 
@@ -144,28 +117,15 @@ def serve_dir(pki_dir: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
     yield tmp_path, port
 
 
-def _associate(server: Any, pki_dir: Path) -> Any:
-    import ssl
-
-    ctx = ssl.create_default_context(cafile=str(pki_dir / "rootCA" / "rootCA.pem"))
-    node = pki_dir / "clients" / "workitemcreator" / "workitemcreator"
-    ctx.load_cert_chain(f"{node}.pem", f"{node}.key")
-    ae = AE("WATCHER")
-    for uid in (UPS_PUSH, UPS_WATCH):
-        ae.add_requested_context(uid)
-    assoc = ae.associate(server.host, server.port, ae_title="UPSSCP", tls_args=(ctx, "localhost"))
-    assert assoc.is_established
-    return assoc
-
-
 def test_serve_restart_delivers_what_the_subscriber_missed(
-    serve_dir: tuple[Path, int], pki_dir: Path
+    serve_dir: tuple[Path, int],
 ) -> None:
     workdir, watcher_port = serve_dir
     server = start_tdwii_server(workdir, "--ae-config", "ae.json")
     try:
-        assoc = _associate(server, pki_dir)
-        try:
+        contexts = (UPS_PUSH, UPS_WATCH)
+        with scu_association(server, *contexts, ae_title="WATCHER", called_aet="UPSSCP") as assoc:
+            assert assoc.is_established
             action = Dataset()
             action.ReceivingAE = "WATCHER"
             action.DeletionLock = "FALSE"
@@ -174,21 +134,19 @@ def test_serve_restart_delivers_what_the_subscriber_missed(
             ds = build_workitem(patient_id="J-1", patient_name="Doe^J", label="Fx 1", station="TB1")
             status, _ = assoc.send_n_create(ds, UPS_PUSH, ds.SOPInstanceUID)
             assert status.Status == 0x0000
-        finally:
-            assoc.release()
         server.wait_log("event reports to WATCHER")  # the first delivery attempt failed
     finally:
         assert server.stop() == 0
 
-    subscriber = Subscriber(watcher_port)
+    receiver = subscriber(watcher_port)
     again = start_tdwii_server(workdir, "--ae-config", "ae.json", log_name="again")
     try:
-        got = subscriber.wait_for(1)
-        assert (1, str(ds.SOPInstanceUID), "SCHEDULED") in got, got
+        # the State Report (type 1) of the workitem, SCHEDULED, arrives (or this fails)
+        receiver.state_report(str(ds.SOPInstanceUID), "SCHEDULED", timeout=20)
         again.wait_log("queued again")
     finally:
         again.stop()
-        subscriber.close()
+        receiver.stop()
 
 
 def test_unsubscribing_drops_the_reports_still_queued(tmp_path: Path) -> None:
@@ -202,9 +160,9 @@ def test_unsubscribing_drops_the_reports_still_queued(tmp_path: Path) -> None:
         )
         for uid in ("1.2.3.1", "1.2.3.2", "1.2.3.1"):
             sender.submit("WATCHER", 1, uid, _info("SCHEDULED"))
-        deadline = time.monotonic() + 5
-        while not sender._worker("WATCHER").failures and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(
+            lambda: sender._worker("WATCHER").failures, 5, "the first failed delivery to WATCHER"
+        )
         assert sender.discard("WATCHER", "1.2.3.1") == 2  # unsubscribed from one workitem
         assert [r.uid for r in sender._worker("WATCHER").queue] == ["1.2.3.2"]
         assert journal.count() == 1

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tls_options
+from peers import OneShotPeer
 from tdwii_cli.cli.console import setup_logging
 from tdwii_cli.dicom.status import format_status, status_text
 from tdwii_cli.net import log as netlog
@@ -25,10 +27,7 @@ from tdwii_cli.net.dimse import C_ECHO_RQ, Command
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.server.acceptor import log_handlers
 from tdwii_cli.tls.context import build_client_context, build_server_context
-from tdwii_cli.tls.options import TlsOptions
 
-SERVER = "servers/worklistmanager/worklistmanager"
-CLIENT = "clients/workitemcreator/workitemcreator"
 VERIFICATION = "1.2.840.10008.1.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -64,27 +63,6 @@ def lines() -> Iterator[Lines]:
         setup_logging(logging.WARNING)
 
 
-def client_opts(certs: Path, mode: str = "mtls", node: str = CLIENT, ca: Path | None = None):
-    with_cert = mode == "mtls"
-    return TlsOptions(
-        role="client",
-        mode=mode,  # type: ignore[arg-type]
-        ca=(ca or certs / "rootCA/rootCA.pem",),
-        cert=certs / f"{node}.pem" if with_cert else None,
-        key=certs / f"{node}.key" if with_cert else None,
-    )
-
-
-def server_opts(certs: Path) -> TlsOptions:
-    return TlsOptions(
-        role="server",
-        mode="mtls",
-        ca=(certs / "rootCA/rootCA.pem",),
-        cert=certs / f"{SERVER}.pem",
-        key=certs / f"{SERVER}.key",
-    )
-
-
 # ---------------------------------------------------------------------- status words
 
 
@@ -102,8 +80,8 @@ def test_status_words_from_pynetdicom_tables() -> None:
 
 
 def _tls_pair(pki_dir: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket, socket.socket]:
-    server_ctx = build_server_context(server_opts(pki_dir))
-    client_ctx = build_client_context(client_opts(pki_dir))
+    server_ctx = build_server_context(tls_options(pki_dir, "server"))
+    client_ctx = build_client_context(tls_options(pki_dir, "client"))
     listener = socket.create_server(("127.0.0.1", 0))
     result: dict[str, ssl.SSLSocket] = {}
 
@@ -171,26 +149,14 @@ def test_handshake_ok_is_silent_by_default(pki_dir: Path, lines: Lines) -> None:
 
 
 def test_handshake_failed_one_warning_line(pki_dir: Path, lines: Lines) -> None:
-    server_ctx = build_server_context(server_opts(pki_dir))
-    listener = socket.create_server(("127.0.0.1", 0))
-    seen: dict[str, BaseException] = {}
-
-    def accept() -> None:
-        conn, _ = listener.accept()
-        try:
-            server_ctx.wrap_socket(conn, server_side=True)
-        except OSError as exc:
-            seen["exc"] = exc
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    with socket.create_connection(listener.getsockname()[:2], timeout=5) as sock:
+    server = OneShotPeer(
+        ssl_context=build_server_context(tls_options(pki_dir, "server")), read=0, hang_up=True
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        thread.join(5)
-    listener.close()
-    netlog.handshake_failed("127.0.0.1:40000", seen["exc"], side="server")
+        error = server.done(5)
+    assert error is not None
+    netlog.handshake_failed("127.0.0.1:40000", error, side="server")
     warnings = [r for r in lines.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     text = warnings[0].getMessage()
@@ -205,7 +171,7 @@ def test_handshake_failed_one_warning_line(pki_dir: Path, lines: Lines) -> None:
 def test_association_lines_on_both_sides(tdwii_server, serve_workdir: Path, lines: Lines):  # type: ignore[no-untyped-def]
     """The client logs what the peer accepted and refused; the server logs the association and
     each DIMSE message with its status and round trip, with the same words."""
-    ctx = build_client_context(client_opts(serve_workdir / "certs"))
+    ctx = build_client_context(tls_options(serve_workdir / "certs", "client"))
     options = ScuOptions(calling_aet="LOGTEST", connect_timeout=5, dimse_timeout=5)
     start = len(tdwii_server.log_text())
     with open_association(
@@ -236,7 +202,7 @@ def test_association_lines_on_both_sides(tdwii_server, serve_workdir: Path, line
 
 
 def test_abort_is_logged_by_the_server(tdwii_server, serve_workdir: Path):  # type: ignore[no-untyped-def]
-    ctx = build_client_context(client_opts(serve_workdir / "certs"))
+    ctx = build_client_context(tls_options(serve_workdir / "certs", "client"))
     start = len(tdwii_server.log_text())
     with (
         pytest.raises(RuntimeError),

@@ -25,6 +25,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
+from conftest import tls_options
 from tdwii_cli import exitcodes
 from tdwii_cli.client import create as creator
 from tdwii_cli.client.dicomfiles import dataset_bytes, write_part10
@@ -543,19 +544,9 @@ def test_scp_assigns_the_sop_instance_uid(make_scp: Callable[..., UpsScp], tmp_p
 def test_mutual_tls_peer_with_small_pdu(
     make_scp: Callable[..., UpsScp], pki_dir: Path, tmp_path: Path
 ) -> None:
-    ca = (pki_dir / "rootCA" / "rootCA.pem",)
-    srv = pki_dir / "servers" / "worklistmanager" / "worklistmanager"
-    cli = pki_dir / "clients" / "workitemcreator" / "workitemcreator"
-    server_ctx = build_server_context(
-        TlsOptions(
-            role="server", mode="mtls", ca=ca, cert=srv.with_suffix(".pem"),
-            key=srv.with_suffix(".key"),
-        )
-    )  # fmt: skip
+    server_ctx = build_server_context(tls_options(pki_dir, "server"))
     scp = make_scp(ssl_context=server_ctx, max_pdu=4096)
-    client = TlsOptions(
-        role="client", mode="mtls", ca=ca, cert=cli.with_suffix(".pem"), key=cli.with_suffix(".key")
-    )
+    client = tls_options(pki_dir, "client")
     paths = [make_workitem(tmp_path, "TLS-0", big=True), make_workitem(tmp_path, "TLS-1")]
     outcomes = creator.prepare(paths)
     assert creator.send(outcomes, scp.peer(client)) == 1

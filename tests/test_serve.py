@@ -1,5 +1,8 @@
 """`tdwii serve` end to end: the real server in a subprocess on a loopback port, real mTLS,
-real peers (DCMTK echoscu, openssl s_client, pynetdicom), the real SQLite file."""
+real peers (DCMTK echoscu, openssl s_client, pynetdicom), the real SQLite file.
+
+TLS refusals are checked here as the server logs them and survives them; their words on
+both sides are tested at the library level in tests/test_tls.py."""
 
 from __future__ import annotations
 
@@ -8,60 +11,40 @@ import os
 import signal
 import socket
 import sqlite3
-import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
 
-from conftest import TdwiiServer, require_tool, start_tdwii_server
+from conftest import (
+    PKI_CA,
+    PKI_CLIENT,
+    PKI_SERVER,
+    TdwiiServer,
+    free_port,
+    openssl_client,
+    require_tool,
+    start_tdwii_server,
+    wait_until,
+)
+from peers import scu_association
 from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 VERIFICATION = "1.2.840.10008.1.1"
-CLIENT = "certs/clients/workitemcreator/workitemcreator"
-CA = "certs/rootCA/rootCA.pem"
+# relative to a serve folder (`certs/` from `tdwii pki init`), for command lines and the INI
+CLIENT = f"certs/{PKI_CLIENT}"
+CA = f"certs/{PKI_CA}"
 
 
-def client_context(workdir: Path, node: str = CLIENT, ca: str = CA) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(workdir / ca)
-    ctx.load_cert_chain(workdir / f"{node}.pem", workdir / f"{node}.key")
-    return ctx
-
-
-@contextmanager
-def associate(server: TdwiiServer, tls: bool = True) -> Iterator[Any]:
-    """A pynetdicom association (Verification + UPS Push) with TCP_NODELAY."""
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(VERIFICATION)
-    ae.add_requested_context(UPS_PUSH)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    responses: list[Any] = []
-
-    def nodelay(event: Any) -> None:
-        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def keep(event: Any) -> None:
-        responses.append(event.message)
-
-    handlers = [(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_DIMSE_RECV, keep)]
-    tls_args = (client_context(server.workdir), "localhost") if tls else None
-    assoc = ae.associate(server.host, server.port, tls_args=tls_args, evt_handlers=handlers)
-    assoc.responses = responses
-    try:
-        yield assoc
-    finally:
-        if assoc.is_established:
-            assoc.release()
+def associate(server: TdwiiServer, tls: bool = True) -> Any:
+    """A pynetdicom association (Verification + UPS Push; mutual TLS unless not `tls`)."""
+    return scu_association(server, VERIFICATION, UPS_PUSH, tls=tls)
 
 
 def echo_works(server: TdwiiServer) -> bool:
@@ -121,16 +104,7 @@ def test_dcmtk_echoscu_seed_arguments(tdwii_server: TdwiiServer) -> None:
 
 
 def _s_client(server: TdwiiServer, *args: str) -> subprocess.CompletedProcess[str]:
-    openssl = require_tool("openssl")
-    cmd = [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}", "-CAfile", CA]
-    return subprocess.run(
-        [*cmd, *args],
-        cwd=server.workdir,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return openssl_client(server.port, "-CAfile", CA, *args, cwd=server.workdir, timeout=30)
 
 
 REFUSALS = {
@@ -150,7 +124,7 @@ def test_openssl_refusals_are_logged(
 ) -> None:
     args, reasons = REFUSALS[case]
     if args == ("OTHER",):
-        node = other_ca_pki / "clients" / "workitemcreator" / "workitemcreator"
+        node = other_ca_pki / PKI_CLIENT
         args = ("-cert", f"{node}.pem", "-key", f"{node}.key")
     start = len(tdwii_server.log_text())
     # With TLS 1.3 the client may finish its side before the server's alert arrives, so
@@ -171,6 +145,16 @@ def test_plain_dicom_to_tls_port_is_refused_and_logged(tdwii_server: TdwiiServer
         assert not assoc.is_established
     tdwii_server.wait_log("handshake", start)
     assert echo_works(tdwii_server)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer closed `sock` (end of stream or reset); False while it stays silent."""
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
 
 
 def test_idle_and_trickling_connections_do_not_delay_anyone(tdwii_server: TdwiiServer) -> None:
@@ -197,16 +181,12 @@ def test_idle_and_trickling_connections_do_not_delay_anyone(tdwii_server: TdwiiS
         assert time.monotonic() - begin < 1.5  # the handshake timeout is 3 s
         # The deadline is overall: idle and trickling clients are both cut off at ~3 s.
         for sock in [*idle, trickler]:
-            sock.settimeout(8)
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline:
-                try:
-                    if sock.recv(4096) == b"":
-                        break
-                except (ConnectionResetError, TimeoutError):
-                    break
-            else:
-                pytest.fail("the server kept a silent connection beyond the handshake timeout")
+            sock.settimeout(0.5)
+            wait_until(
+                lambda sock=sock: _hung_up(sock),
+                8,
+                "the server to cut off a silent connection after the handshake timeout",
+            )
         assert "within 3" in tdwii_server.log_text() or "timed out" in tdwii_server.log_text()
     finally:
         stop.set()
@@ -403,8 +383,6 @@ def test_bad_config_file_is_one_line(serve_workdir: Path, tmp_path: Path) -> Non
 
 
 def test_seed_ini_configures_the_server(serve_workdir: Path, tmp_path: Path) -> None:
-    from conftest import free_port
-
     port = free_port()
     ini = tmp_path / "upsscp.ini"
     ini.write_text(
@@ -419,8 +397,8 @@ def test_seed_ini_configures_the_server(serve_workdir: Path, tmp_path: Path) -> 
         "    log_identifier: True\n"
         "    mutual_tls: True\n"
         f"    ca_certificate: {serve_workdir / CA}\n"
-        f"    certificate: {serve_workdir / 'certs/servers/worklistmanager/worklistmanager.pem'}\n"
-        f"    private_key: {serve_workdir / 'certs/servers/worklistmanager/worklistmanager.key'}\n"
+        f"    certificate: {serve_workdir / 'certs' / PKI_SERVER}.pem\n"
+        f"    private_key: {serve_workdir / 'certs' / PKI_SERVER}.key\n"
         "\n[STORESCP]\n    address: 127.0.0.1\n    port: 11113\n"
     )
     proc = subprocess.Popen(

@@ -1,8 +1,11 @@
-"""tdwii_cli.tls: profiles, contexts, own-certificate checks and handshake diagnosis.
+"""tdwii_cli.tls: profiles, contexts, own-certificate checks and handshake diagnosis; the
+library level of every TLS refusal, seen from both sides.
 
-Every failure reason is produced by a real handshake over loopback (Python `ssl`
-on both ends, or openssl s_server/s_client as the peer) and then put into words
-by `describe_handshake_error`, from the side that saw it.
+Every failure reason is produced by a real handshake over loopback (Python `ssl` on both
+ends, a scripted socket peer, or openssl s_server/s_client as the peer) and then put into
+words by `describe_handshake_error`, from the side that saw it. The same refusals end to
+end: `tdwii echo` in tests/test_echo_tls.py, `tdwii serve`'s log in tests/test_serve.py;
+as typed errors with exit codes: tests/test_association.py.
 """
 
 from __future__ import annotations
@@ -11,30 +14,33 @@ import datetime as dt
 import logging
 import socket
 import ssl
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import require_tool, wait_port
+from conftest import (
+    PKI_CA,
+    PKI_CLIENT,
+    PKI_SERVER,
+    client_ssl_context,
+    openssl_client,
+    openssl_peer,
+    server_ssl_context,
+    tls_options,
+    write_leaf,
+)
+from peers import A_ABORT, OneShotPeer, handshake
 from tdwii_cli.cli.hints import hint_for
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net.errors import HandshakeFailed
 from tdwii_cli.net.sockets import set_nodelay
-from tdwii_cli.pki.authority import init_pki, load_ca, revoke
-from tdwii_cli.pki.certs import key_problem, load_cert, make_leaf, write_cert
-from tdwii_cli.pki.keys import KeySpec, write_key
+from tdwii_cli.pki.certs import key_problem, load_cert
+from tdwii_cli.pki.keys import KeySpec
 from tdwii_cli.tls.context import PROFILES, build_client_context, build_server_context
 from tdwii_cli.tls.diagnosis import describe_handshake_error
-from tdwii_cli.tls.options import TlsOptions
 from tdwii_cli.tls.owncert import _leaf_facts, check_own_certificate
 
-SERVER = "servers/worklistmanager/worklistmanager"
-CLIENT = "clients/workitemcreator/workitemcreator"
 # An A-ASSOCIATE-RQ starts with PDU type 0x01 (what a plain DICOM client sends first).
 ASSOCIATE_RQ_START = bytes([0x01, 0x00, 0x00, 0x00, 0x00, 0xCD, 0x00, 0x01, 0x00, 0x00])
 
@@ -42,95 +48,10 @@ ASSOCIATE_RQ_START = bytes([0x01, 0x00, 0x00, 0x00, 0x00, 0xCD, 0x00, 0x01, 0x00
 # ---------------------------------------------------------------------- helpers
 
 
-def opts(
-    directory: Path,
-    role: str,
-    *,
-    mode: str = "mtls",
-    node: str | None = None,
-    ca: Path | None = None,
-    profile: str = "bcp195-rfc8996",
-    crl: Path | None = None,
-    verify_hostname: bool = True,
-    password_file: Path | None = None,
-) -> TlsOptions:
-    """TlsOptions as `tlsoptions.resolve` would build them, for `directory`'s PKI."""
-    node = node or (SERVER if role == "server" else CLIENT)
-    with_cert = role == "server" or mode == "mtls"
-    return TlsOptions(
-        role=role,  # type: ignore[arg-type]
-        mode=mode,  # type: ignore[arg-type]
-        ca=(ca or directory / "rootCA/rootCA.pem",),
-        cert=directory / f"{node}.pem" if with_cert else None,
-        key=directory / f"{node}.key" if with_cert else None,
-        key_password_file=password_file,
-        profile=profile,
-        crl=crl,
-        verify_hostname=verify_hostname,
-    )
-
-
-@dataclass
-class Outcome:
-    """What each end of one loopback handshake saw."""
-
-    server_error: BaseException | None = None
-    client_error: BaseException | None = None
-    server_sock_info: tuple[str | None, str | None, str | None] | None = None
-    client_info: tuple[str | None, str | None, str | None] | None = None
-
-
-def handshake(
-    server_ctx: ssl.SSLContext,
-    client_ctx: ssl.SSLContext,
-    server_hostname: str = "localhost",
-    timeout: float = 5.0,
-) -> Outcome:
-    """One TLS connection over loopback; the client reads once after the handshake so that a
-    TLS 1.3 server's verdict on the client certificate (sent after the client's Finished)
-    reaches it."""
-    out = Outcome()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(timeout)
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError as exc:
-            out.server_error = exc
-            return
-        conn.settimeout(timeout)
-        try:
-            with server_ctx.wrap_socket(conn, server_side=True) as s:
-                out.server_sock_info = (s.version(), s.cipher()[0], s.selected_alpn_protocol())
-                s.sendall(b"ok")
-                s.recv(2)
-        except (OSError, ssl.SSLError) as exc:
-            if out.server_sock_info is None:
-                out.server_error = exc
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        try:
-            with client_ctx.wrap_socket(raw, server_hostname=server_hostname) as c:
-                info = (c.version(), c.cipher()[0], c.selected_alpn_protocol())
-                if c.recv(2) != b"ok":
-                    raise ConnectionResetError("closed after the handshake")
-                out.client_info = info
-                c.sendall(b"ok")
-        except (OSError, ssl.SSLError) as exc:
-            out.client_error = exc
-        finally:
-            raw.close()
-    finally:
-        thread.join(timeout + 2)
-        listener.close()
-    return out
+def reason(exc: BaseException | None, side: str) -> str:
+    """The reason in plain words, exactly as the side that saw `exc` puts it."""
+    assert exc is not None, f"the {side} saw no error"
+    return describe_handshake_error(exc, side=side).reason  # type: ignore[arg-type]
 
 
 def words(exc: BaseException | None, side: str) -> str:
@@ -144,27 +65,18 @@ def words(exc: BaseException | None, side: str) -> str:
     return f"{failure.reason} | {failure.advice}".lower()
 
 
-def leaf_dir(
-    tmp_path: Path,
-    ca_dir: Path,
-    name: str,
-    **kwargs: object,
-) -> Path:
-    """Write a leaf signed by `ca_dir`'s CA to tmp_path/NAME.{pem,key}; return the pem path."""
-    ca_key, ca_cert = load_ca(ca_dir)
-    key, cert = make_leaf(ca_key, ca_cert, name, **kwargs)  # type: ignore[arg-type]
-    write_key(tmp_path / f"{name}.key", key)
-    write_cert(tmp_path / f"{name}.pem", cert)
-    return tmp_path / f"{name}.pem"
+def server_refusing(ctx: ssl.SSLContext, timeout: float = 5.0) -> OneShotPeer:
+    """A one-connection server that runs the TLS handshake with `ctx` and hangs up."""
+    return OneShotPeer(ssl_context=ctx, read=0, hang_up=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def contexts(pki_dir: Path) -> dict[str, ssl.SSLContext]:
     return {
-        "server_mtls": build_server_context(opts(pki_dir, "server")),
-        "server_tls": build_server_context(opts(pki_dir, "server", mode="tls")),
-        "client_mtls": build_client_context(opts(pki_dir, "client")),
-        "client_tls": build_client_context(opts(pki_dir, "client", mode="tls")),
+        "server_mtls": build_server_context(tls_options(pki_dir, "server")),
+        "server_tls": build_server_context(tls_options(pki_dir, "server", "tls")),
+        "client_mtls": build_client_context(tls_options(pki_dir, "client")),
+        "client_tls": build_client_context(tls_options(pki_dir, "client", "tls")),
     }
 
 
@@ -176,6 +88,8 @@ def _tls12_ciphers(ctx: ssl.SSLContext) -> set[str]:
 
 
 def test_profiles_follow_ps3_15_annex_b(pki_dir: Path) -> None:
+    """Every profile, on both sides: its TLS 1.2 suites, never below TLS 1.2 (no TLS 1.1),
+    its highest version, no renegotiation or compression; servers choose the cipher."""
     rfc9325 = {
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES128-GCM-SHA256",
@@ -200,20 +114,24 @@ def test_profiles_follow_ps3_15_annex_b(pki_dir: Path) -> None:
     for name, (suites, maximum) in expected.items():
         for role in ("server", "client"):
             builder = build_server_context if role == "server" else build_client_context
-            ctx = builder(opts(pki_dir, role, profile=name))
+            ctx = builder(tls_options(pki_dir, role, profile=name))
             assert _tls12_ciphers(ctx) == suites, (name, role)
             assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
             assert ctx.maximum_version == maximum
             assert ctx.options & ssl.OP_NO_RENEGOTIATION
             assert ctx.options & ssl.OP_NO_COMPRESSION
+            if role == "server":
+                assert ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE, name
 
 
 def test_server_and_client_context_settings(pki_dir: Path) -> None:
-    server = build_server_context(opts(pki_dir, "server"))
+    server = build_server_context(tls_options(pki_dir, "server"))
     assert server.verify_mode == ssl.CERT_REQUIRED
     assert server.options & ssl.OP_CIPHER_SERVER_PREFERENCE
-    assert build_server_context(opts(pki_dir, "server", mode="tls")).verify_mode == (ssl.CERT_NONE)
-    client = build_client_context(opts(pki_dir, "client"))
+    assert build_server_context(tls_options(pki_dir, "server", "tls")).verify_mode == (
+        ssl.CERT_NONE
+    )
+    client = build_client_context(tls_options(pki_dir, "client"))
     assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
     assert client.protocol == ssl.PROTOCOL_TLS_CLIENT
 
@@ -221,25 +139,25 @@ def test_server_and_client_context_settings(pki_dir: Path) -> None:
 def test_no_verify_hostname_warns(pki_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     logging.getLogger("tdwii").propagate = True
     with caplog.at_level(logging.WARNING, logger="tdwii.tls"):
-        ctx = build_client_context(opts(pki_dir, "client", verify_hostname=False))
+        ctx = build_client_context(tls_options(pki_dir, "client", verify_hostname=False))
     assert not ctx.check_hostname
     assert "host name check is off" in caplog.text
 
 
 def test_mtls_handshake_tls13_with_alpn_dicom(contexts: dict[str, ssl.SSLContext]) -> None:
+    """The certificates `tdwii pki init` issues, in mutual TLS: data flows both ways."""
     out = handshake(contexts["server_mtls"], contexts["client_mtls"])
     assert out.client_error is None and out.server_error is None
     assert out.client_info == ("TLSv1.3", out.client_info[1], "dicom")
     assert out.client_info[1] in ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256")
+    assert out.client_cn == "workitemcreator"  # the server saw the issued client certificate
 
 
 @pytest.mark.parametrize("offer", [None, ["http/1.1"]])
 def test_server_accepts_clients_without_dicom_alpn(
     pki_dir: Path, contexts: dict[str, ssl.SSLContext], offer: list[str] | None
 ) -> None:
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(pki_dir / "rootCA/rootCA.pem")
-    client.load_cert_chain(pki_dir / f"{CLIENT}.pem", pki_dir / f"{CLIENT}.key")
+    client = client_ssl_context(pki_dir)
     if offer:
         client.set_alpn_protocols(offer)
     out = handshake(contexts["server_mtls"], client)
@@ -248,8 +166,8 @@ def test_server_accepts_clients_without_dicom_alpn(
 
 
 def test_bcp195_ex_negotiates_tls12_ecdsa_gcm(pki_dir: Path) -> None:
-    server = build_server_context(opts(pki_dir, "server"))
-    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(tls_options(pki_dir, "server"))
+    client = build_client_context(tls_options(pki_dir, "client", profile="bcp195-ex"))
     out = handshake(server, client)
     assert out.client_error is None, out.client_error
     assert out.client_info is not None
@@ -257,8 +175,8 @@ def test_bcp195_ex_negotiates_tls12_ecdsa_gcm(pki_dir: Path) -> None:
 
 
 def test_server_prefers_its_own_cipher_order(pki_dir: Path) -> None:
-    server = build_server_context(opts(pki_dir, "server", profile="bcp195-ex"))
-    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(tls_options(pki_dir, "server", profile="bcp195-ex"))
+    client = build_client_context(tls_options(pki_dir, "client", profile="bcp195-ex"))
     client.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
     out = handshake(server, client)
     assert out.client_info is not None
@@ -272,6 +190,7 @@ def test_server_prefers_its_own_cipher_order(pki_dir: Path) -> None:
 def test_no_client_certificate(contexts: dict[str, ssl.SSLContext]) -> None:
     out = handshake(contexts["server_mtls"], contexts["client_tls"])
     assert "no client certificate presented" in words(out.server_error, "server")
+    assert "no client certificate presented" in reason(out.server_error, "server")
     client = words(out.client_error, "client")
     assert "requires a client certificate" in client and "--mtls" in client
 
@@ -279,26 +198,32 @@ def test_no_client_certificate(contexts: dict[str, ssl.SSLContext]) -> None:
 def test_client_certificate_from_untrusted_ca(
     pki_dir: Path, other_ca_pki: Path, contexts: dict[str, ssl.SSLContext]
 ) -> None:
-    client = build_client_context(opts(other_ca_pki, "client", ca=pki_dir / "rootCA/rootCA.pem"))
+    """The other PKI's client certificate; the client trusts our CA, so it accepts the
+    server and only its own certificate is foreign."""
+    client = build_client_context(tls_options(other_ca_pki, "client", ca=pki_dir / PKI_CA))
     out = handshake(contexts["server_mtls"], client)
     assert "untrusted ca" in words(out.server_error, "server")
+    assert "certificate" in str(out.server_error).lower()  # OpenSSL's own words too
+    assert out.client_cn is None  # the server never took it
     assert "ca the peer does not trust" in words(out.client_error, "client")
 
 
 def test_server_certificate_from_untrusted_ca(pki_dir: Path, other_ca_pki: Path) -> None:
-    server = build_server_context(opts(other_ca_pki, "server", ca=pki_dir / "rootCA/rootCA.pem"))
-    client = build_client_context(opts(pki_dir, "client"))
+    server = build_server_context(tls_options(other_ca_pki, "server", ca=pki_dir / PKI_CA))
+    client = build_client_context(tls_options(pki_dir, "client"))
     out = handshake(server, client)
+    assert isinstance(out.client_error, ssl.SSLCertVerificationError), out.client_error
     assert "untrusted ca" in words(out.client_error, "client")
+    assert "untrusted CA" in reason(out.client_error, "client")
     assert "--ca" in words(out.client_error, "client")
     assert "ca the peer does not trust" in words(out.server_error, "server")
+    assert "CA the peer does not trust" in reason(out.server_error, "server")
+    assert out.client_cn is None
 
 
 def _server_with(tmp_path: Path, pki_dir: Path, name: str, **kwargs: object) -> ssl.SSLContext:
-    pem = leaf_dir(tmp_path, pki_dir, name, **kwargs)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no own-certificate checks for this peer
-    ctx.load_cert_chain(pem, pem.with_suffix(".key"))
-    return ctx
+    write_leaf(tmp_path, pki_dir, name, **kwargs)
+    return server_ssl_context(tmp_path, name, mutual=False)  # no own-certificate checks
 
 
 def test_expired_server_certificate(tmp_path: Path, pki_dir: Path) -> None:
@@ -310,7 +235,7 @@ def test_expired_server_certificate(tmp_path: Path, pki_dir: Path) -> None:
         not_before=now - dt.timedelta(days=30),
         not_after=now - dt.timedelta(days=1),
     )
-    out = handshake(server, build_client_context(opts(pki_dir, "client")))
+    out = handshake(server, build_client_context(tls_options(pki_dir, "client")))
     assert "has expired" in words(out.client_error, "client")
     assert "expired" in words(out.server_error, "server")  # the client's alert
 
@@ -324,54 +249,45 @@ def test_not_yet_valid_server_certificate(tmp_path: Path, pki_dir: Path) -> None
         not_before=now + dt.timedelta(days=2),
         not_after=now + dt.timedelta(days=30),
     )
-    out = handshake(server, build_client_context(opts(pki_dir, "client")))
+    out = handshake(server, build_client_context(tls_options(pki_dir, "client")))
     assert "not yet valid" in words(out.client_error, "client")
 
 
-def test_hostname_mismatch(tmp_path: Path, pki_dir: Path) -> None:
-    server = _server_with(tmp_path, pki_dir, "other", sans=["other.example"], default_sans=False)
-    out = handshake(server, build_client_context(opts(pki_dir, "client")))
+def test_hostname_mismatch(other_name_cert: tuple[Path, Path], pki_dir: Path) -> None:
+    pem, _ = other_name_cert
+    server = server_ssl_context(pem.parent, pem.stem, mutual=False)  # no own-certificate checks
+    out = handshake(server, build_client_context(tls_options(pki_dir, "client")))
     text = words(out.client_error, "client")
     assert "host name mismatch" in text and "--no-verify-hostname" in text
-    out = handshake(server, build_client_context(opts(pki_dir, "client")), "127.0.0.1")
+    out = handshake(server, build_client_context(tls_options(pki_dir, "client")), "127.0.0.1")
     assert "host name mismatch" in words(out.client_error, "client")
-    unchecked = build_client_context(opts(pki_dir, "client", verify_hostname=False))
+    unchecked = build_client_context(tls_options(pki_dir, "client", verify_hostname=False))
     assert handshake(server, unchecked).client_error is None
-
-
-@pytest.fixture()
-def revoked_pki(tmp_path: Path) -> Path:
-    directory = tmp_path / "certs"
-    init_pki(directory)
-    revoke(directory, "workitemcreator")
-    revoke(directory, "worklistmanager")
-    return directory
 
 
 def test_revoked_client_refused_by_server_with_crl(revoked_pki: Path) -> None:
     crl = revoked_pki / "rootCA/rootCA.crl.pem"
-    server = build_server_context(opts(revoked_pki, "server", crl=crl))
-    out = handshake(server, build_client_context(opts(revoked_pki, "client")))
+    server = build_server_context(tls_options(revoked_pki, "server", crl=crl))
+    out = handshake(server, build_client_context(tls_options(revoked_pki, "client")))
     assert "revoked" in words(out.server_error, "server")
     assert "says our certificate is revoked" in words(out.client_error, "client")
     # without the CRL the same certificates work: the CRL made the difference
     plain = handshake(
-        build_server_context(opts(revoked_pki, "server")),
-        build_client_context(opts(revoked_pki, "client")),
+        build_server_context(tls_options(revoked_pki, "server")),
+        build_client_context(tls_options(revoked_pki, "client")),
     )
     assert plain.client_error is None and plain.server_error is None
 
 
 def test_revoked_server_refused_by_client_with_crl(revoked_pki: Path) -> None:
     crl = revoked_pki / "rootCA/rootCA.crl.pem"
-    client = build_client_context(opts(revoked_pki, "client", crl=crl))
-    out = handshake(build_server_context(opts(revoked_pki, "server")), client)
+    client = build_client_context(tls_options(revoked_pki, "client", crl=crl))
+    out = handshake(build_server_context(tls_options(revoked_pki, "server")), client)
     assert "certificate is revoked" in words(out.client_error, "client")
 
 
 def test_no_shared_cipher(pki_dir: Path, contexts: dict[str, ssl.SSLContext]) -> None:
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(pki_dir / "rootCA/rootCA.pem")
+    client = client_ssl_context(pki_dir, node=None)
     client.maximum_version = ssl.TLSVersion.TLSv1_2
     client.set_ciphers("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")  # CBC, ChaCha
     out = handshake(contexts["server_tls"], client)
@@ -381,163 +297,81 @@ def test_no_shared_cipher(pki_dir: Path, contexts: dict[str, ssl.SSLContext]) ->
 
 def test_profile_without_suites_for_an_ec_server(pki_dir: Path) -> None:
     """bcp195-nd has RSA suites only in TLS 1.2: an EC server and a TLS 1.2 client share none."""
-    server = build_server_context(opts(pki_dir, "server", profile="bcp195-nd"))
-    client = build_client_context(opts(pki_dir, "client", profile="bcp195-ex"))
+    server = build_server_context(tls_options(pki_dir, "server", profile="bcp195-nd"))
+    client = build_client_context(tls_options(pki_dir, "client", profile="bcp195-ex"))
     out = handshake(server, client)
     assert "no shared cipher" in words(out.client_error, "client")
 
 
-def _openssl_s_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    openssl = require_tool("openssl")
-    return subprocess.run(
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-
-
-def _server_thread(ctx: ssl.SSLContext, timeout: float = 5.0) -> tuple[int, dict, threading.Thread]:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(timeout)
-    seen: dict[str, BaseException | None] = {}
-
-    def run() -> None:
-        try:
-            conn, _ = listener.accept()
-            conn.settimeout(timeout)
-            try:
-                with ctx.wrap_socket(conn, server_side=True):
-                    seen["error"] = None
-            except (OSError, ssl.SSLError) as exc:
-                seen["error"] = exc
-            finally:
-                conn.close()
-        finally:
-            listener.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return listener.getsockname()[1], seen, thread
-
-
 def test_server_refuses_a_tls11_client(contexts: dict[str, ssl.SSLContext]) -> None:
-    port, seen, thread = _server_thread(contexts["server_tls"])
-    result = _openssl_s_client(port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")
-    thread.join(10)
-    assert "protocol version refused" in words(seen["error"], "server")
+    server = server_refusing(contexts["server_tls"])
+    result = openssl_client(server.port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")
+    error = server.done()
+    assert "protocol version refused" in reason(error, "server")
+    assert "protocol version refused" in words(error, "server")
     assert result.returncode != 0
     assert "protocol version" in result.stderr.lower()  # the alert openssl received
 
 
-def test_server_refuses_a_cbc_only_client(contexts: dict[str, ssl.SSLContext]) -> None:
-    port, seen, thread = _server_thread(contexts["server_tls"])
-    _openssl_s_client(port, "-tls1_2", "-cipher", "AES128-SHA:@SECLEVEL=0")
-    thread.join(10)
-    assert "no shared cipher" in words(seen["error"], "server")
+@pytest.mark.parametrize("suite", ["AES128-SHA", "ECDHE-ECDSA-AES128-SHA"])
+def test_server_refuses_a_cbc_only_client(contexts: dict[str, ssl.SSLContext], suite: str) -> None:
+    """TLS 1.2 with a CBC suite only: RSA key exchange, or even the server's own ECDSA."""
+    server = server_refusing(contexts["server_tls"])
+    openssl_client(server.port, "-tls1_2", "-cipher", f"{suite}:@SECLEVEL=0")
+    error = server.done()
+    assert "no shared cipher" in reason(error, "server")
+    assert "no shared cipher" in words(error, "server")
 
 
-@pytest.fixture()
-def tls11_server(pki_dir: Path) -> Iterator[int]:
-    """openssl s_server offering TLS 1.1 only (at security level 0)."""
-    openssl = require_tool("openssl")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    proc = subprocess.Popen(
-        [
-            openssl,
-            "s_server",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-tls1_1",
-            "-cipher",
-            "DEFAULT:@SECLEVEL=0",
-            "-cert",
-            str(pki_dir / f"{SERVER}.pem"),
-            "-key",
-            str(pki_dir / f"{SERVER}.key"),
-            "-quiet",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_client_refuses_a_tls11_server(tls11_server: int, pki_dir: Path) -> None:
-    client = build_client_context(opts(pki_dir, "client"))
-    raw = socket.create_connection(("127.0.0.1", tls11_server), timeout=5)
-    with pytest.raises(ssl.SSLError) as info:
-        client.wrap_socket(raw, server_hostname="localhost")
-    raw.close()
+def test_client_refuses_a_tls11_server(pki_dir: Path) -> None:
+    cert, key = pki_dir / f"{PKI_SERVER}.pem", pki_dir / f"{PKI_SERVER}.key"
+    client = build_client_context(tls_options(pki_dir, "client"))
+    with openssl_peer(cert, key, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", "-quiet") as port:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with pytest.raises(ssl.SSLError) as info:
+            client.wrap_socket(raw, server_hostname="localhost")
+        raw.close()
     assert "protocol version refused" in words(info.value, "client")
 
 
 def test_plain_dicom_to_a_tls_port(contexts: dict[str, ssl.SSLContext]) -> None:
-    port, seen, thread = _server_thread(contexts["server_mtls"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    server = server_refusing(contexts["server_mtls"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(ASSOCIATE_RQ_START + bytes(200))
-        thread.join(10)
-    assert "does not speak tls" in words(seen["error"], "server")
-    assert "plain dicom" in words(seen["error"], "server")
+        error = server.done()
+    assert "does not speak tls" in words(error, "server")
+    assert "does not speak TLS" in reason(error, "server")
+    assert "plain dicom" in words(error, "server")
 
 
 def test_tls_to_a_plain_dicom_port(contexts: dict[str, ssl.SSLContext]) -> None:
     """A plain DICOM node answers our ClientHello with an A-ABORT (PDU type 0x07)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def plain_peer() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
-            time.sleep(0.2)
-        listener.close()
-
-    thread = threading.Thread(target=plain_peer, daemon=True)
-    thread.start()
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    peer = OneShotPeer(A_ABORT)
+    raw = socket.create_connection(("127.0.0.1", peer.port), timeout=5)
     with pytest.raises(ssl.SSLError) as info:
         contexts["client_mtls"].wrap_socket(raw, server_hostname="localhost")
     raw.close()
-    thread.join(5)
+    peer.done()
+    assert "does not speak TLS" in reason(info.value, "client")
     assert "does not speak tls" in words(info.value, "client")
 
 
 def test_closed_during_handshake(contexts: dict[str, ssl.SSLContext]) -> None:
     # the server side: a client that sends half a ClientHello and hangs up
-    port, seen, thread = _server_thread(contexts["server_mtls"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    server = server_refusing(contexts["server_mtls"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]))
-    thread.join(10)
-    assert "closed during the tls handshake" in words(seen["error"], "server")
-    # the client side: a server that accepts and closes at once
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def closer() -> None:
-        conn, _ = listener.accept()
-        conn.recv(10)
-        conn.close()
-        listener.close()
-
-    thread = threading.Thread(target=closer, daemon=True)
-    thread.start()
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    with pytest.raises(OSError) as info:
-        contexts["client_mtls"].wrap_socket(raw, server_hostname="localhost")
-    raw.close()
-    thread.join(5)
-    assert "closed during the tls handshake" in words(info.value, "client")
+    assert "closed during the tls handshake" in words(server.done(), "server")
+    # the client side: a server that accepts and closes, after reading a little or at once
+    for read in (10, 0):
+        closer = OneShotPeer(read=read, hang_up=True)
+        raw = socket.create_connection(("127.0.0.1", closer.port), timeout=5)
+        with pytest.raises(OSError) as info:
+            contexts["client_mtls"].wrap_socket(raw, server_hostname="localhost")
+        raw.close()
+        closer.done()
+        assert "closed during the TLS handshake" in reason(info.value, "client"), read
+        assert "closed during the tls handshake" in words(info.value, "client"), read
 
 
 def test_handshake_timeout(contexts: dict[str, ssl.SSLContext]) -> None:
@@ -554,10 +388,10 @@ def test_handshake_timeout(contexts: dict[str, ssl.SSLContext]) -> None:
     finally:
         listener.close()
     # the server side: a client that connects and says nothing
-    port, seen, thread = _server_thread(contexts["server_mtls"], timeout=0.3)
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
-        thread.join(5)
-    assert "timed out" in words(seen["error"], "server")
+    server = server_refusing(contexts["server_mtls"], timeout=0.3)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        error = server.done(5)
+    assert "timed out" in words(error, "server")
 
 
 def test_unknown_errors_keep_the_openssl_words() -> None:
@@ -581,7 +415,7 @@ def test_handshake_error_is_exit_63_one_line(contexts: dict[str, ssl.SSLContext]
 
 
 def _own(tmp_path: Path, pki_dir: Path, name: str, **kwargs: object) -> tuple[Path, Path]:
-    pem = leaf_dir(tmp_path, pki_dir, name, **kwargs)
+    pem = write_leaf(tmp_path, pki_dir, name, **kwargs)
     return pem, pem.with_suffix(".key")
 
 
@@ -630,9 +464,15 @@ def test_own_certificate_ec_under_256_refused(tmp_path: Path, pki_dir: Path) -> 
         check_own_certificate(cert, key, None)
 
 
-def test_own_certificate_rsa_2048_accepted(tmp_path: Path, pki_dir: Path) -> None:
+def test_own_certificate_rsa_2048_accepted(
+    tmp_path: Path, pki_dir: Path, contexts: dict[str, ssl.SSLContext]
+) -> None:
     cert, key = _own(tmp_path, pki_dir, "rsa", key_spec=KeySpec("rsa", 2048))
-    check_own_certificate(cert, key, None)  # no exception
+    ctx = client_ssl_context(pki_dir, node=None)
+    check_own_certificate(cert, key, None, ctx)  # no exception, and the pair is in `ctx`:
+    out = handshake(contexts["server_mtls"], ctx)
+    assert out.client_error is None and out.server_error is None
+    assert out.client_cn == "rsa"  # the server got the RSA certificate
 
 
 def test_own_key_not_matching(tmp_path: Path, pki_dir: Path) -> None:
@@ -641,9 +481,7 @@ def test_own_key_not_matching(tmp_path: Path, pki_dir: Path) -> None:
     with pytest.raises(TdwiiError, match="does not belong to certificate"):
         check_own_certificate(cert, other_key, None)
     # the same refusal when building a context, before any connection
-    options = TlsOptions(
-        role="client", mode="mtls", ca=(pki_dir / "rootCA/rootCA.pem",), cert=cert, key=other_key
-    )
+    options = tls_options(pki_dir, "client", cert=cert, key=other_key)
     with pytest.raises(TdwiiError, match="does not belong"):
         build_client_context(options)
 
@@ -662,10 +500,7 @@ def test_own_certificate_expiring_soon_warns(
 
 
 def test_wrong_key_password_one_line_without_the_password(tmp_path: Path, pki_dir: Path) -> None:
-    ca_key, ca_cert = load_ca(pki_dir)
-    key, cert = make_leaf(ca_key, ca_cert, "locked")
-    write_key(tmp_path / "locked.key", key, password=b"right-horse-battery")
-    write_cert(tmp_path / "locked.pem", cert)
+    write_leaf(tmp_path, pki_dir, "locked", password=b"right-horse-battery")
     (tmp_path / "pw").write_text("Wr0ngSecretXYZ\n")
     with pytest.raises(TdwiiError) as info:
         check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", b"Wr0ngSecretXYZ")
@@ -675,13 +510,8 @@ def test_wrong_key_password_one_line_without_the_password(tmp_path: Path, pki_di
     assert "\n" not in text
     # and the right password works through the option's file
     (tmp_path / "pw").write_text("right-horse-battery\n")
-    options = TlsOptions(
-        role="client",
-        mode="mtls",
-        ca=(pki_dir / "rootCA/rootCA.pem",),
-        cert=tmp_path / "locked.pem",
-        key=tmp_path / "locked.key",
-        key_password_file=tmp_path / "pw",
+    options = tls_options(
+        tmp_path, "client", node="locked", ca=pki_dir / PKI_CA, key_password_file=tmp_path / "pw"
     )
     assert build_client_context(options).verify_mode == ssl.CERT_REQUIRED
 
@@ -732,10 +562,7 @@ def test_quick_certificate_reader_agrees_with_cryptography(
 
 
 def test_encrypted_key_without_password(tmp_path: Path, pki_dir: Path) -> None:
-    ca_key, ca_cert = load_ca(pki_dir)
-    key, cert = make_leaf(ca_key, ca_cert, "locked")
-    write_key(tmp_path / "locked.key", key, password=b"pw-123456")
-    write_cert(tmp_path / "locked.pem", cert)
+    write_leaf(tmp_path, pki_dir, "locked", password=b"pw-123456")
     with pytest.raises(TdwiiError, match="is encrypted") as info:
         check_own_certificate(tmp_path / "locked.pem", tmp_path / "locked.key", None)
     assert "--key-password-file" in info.value.hint
@@ -744,5 +571,5 @@ def test_encrypted_key_without_password(tmp_path: Path, pki_dir: Path) -> None:
 def test_not_a_certificate_is_one_line(tmp_path: Path, pki_dir: Path) -> None:
     (tmp_path / "junk.pem").write_text("hello\n")
     with pytest.raises(TdwiiError) as info:
-        check_own_certificate(tmp_path / "junk.pem", pki_dir / f"{CLIENT}.key", None)
+        check_own_certificate(tmp_path / "junk.pem", pki_dir / f"{PKI_CLIENT}.key", None)
     assert "junk.pem" in info.value.message and "\n" not in info.value.message

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,160 +24,41 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
 
-from conftest import TdwiiServer, free_port, start_tdwii_server
-from peers import keep_responses_for_the_caller
+from conftest import TdwiiServer, server_ssl_context, start_tdwii_server, wait_until
+from peers import EventReceiver, scu_association
 from tdwii_cli.pki.authority import issue_node
 from tdwii_cli.ups.workitem import build_workitem
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"
 UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
-UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 GLOBAL = "1.2.840.10008.5.1.4.34.5"
 FILTERED_GLOBAL = "1.2.840.10008.5.1.4.34.5.1"
 STATE_REPORT, CANCEL_REQUESTED, PROGRESS, SCP_STATUS, ASSIGNED = 1, 2, 3, 4, 5
-CA = "rootCA/rootCA.pem"  # inside a `tdwii pki init` folder
-CLIENT = "clients/workitemcreator/workitemcreator"
 DAY = datetime(2031, 5, 14, 9, 0, 0)
 
 
-# -- subscribers: pynetdicom UPS Event SCPs, mTLS with their own certificates ---------------
+# -- subscribers and the delivery device (pynetdicom, tests/peers.py) -----------------------
 
 
-@dataclass
-class Received:
-    event_type: int
-    uid: str
-    info: Dataset
-    peer_cn: str | None  # None: not TLS
-    tls_version: str | None
-    at: float
-
-
-class Watcher:
-    """A pynetdicom UPS Event receiver on a loopback port: mutual TLS with the node
-    certificate `certs/servers/<node>` and trusting only that PKI's root CA, or plain DICOM
-    when `certs` is None."""
-
-    def __init__(self, ae_title: str, certs: Path | None, node: str = "") -> None:
-        self.ae_title = ae_title
-        self.events: list[Received] = []
-        self.cond = threading.Condition()
-        ctx = None
-        if certs is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            folder = certs / "servers" / node
-            ctx.load_cert_chain(folder / f"{node}.pem", folder / f"{node}.key")
-            ctx.load_verify_locations(certs / CA)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        ae = AE(ae_title)
-        ae.add_supported_context(UPS_EVENT)
-        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 10
-        self.port = free_port()
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port),
-            block=False,
-            ssl_context=ctx,
-            evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_event)],
-        )
-
-    def _on_event(self, event: Any) -> tuple[int, None]:
-        sock = event.assoc.dul.socket.socket
-        cn = version = None
-        if isinstance(sock, ssl.SSLSocket):
-            version = sock.version()
-            for rdn in (sock.getpeercert() or {}).get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        cn = value
-        received = Received(
-            int(event.request.EventTypeID),
-            str(event.request.AffectedSOPInstanceUID),
-            event.event_information,
-            cn,
-            version,
-            time.monotonic(),
-        )
-        with self.cond:
-            self.events.append(received)
-            self.cond.notify_all()
-        return 0x0000, None
-
-    def wait_for(self, what: Callable[[Received], bool], timeout: float = 15.0) -> Received:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for r in self.events:
-                    if what(r):
-                        return r
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [(r.event_type, r.uid[-12:]) for r in self.events]
-                    raise AssertionError(f"{self.ae_title}: event not received; got {seen}")
-                self.cond.wait(left)
-
-    def event(self, uid: str, event_type: int, timeout: float = 15.0) -> Received:
-        return self.wait_for(lambda r: r.event_type == event_type and r.uid == uid, timeout)
-
-    def state_report(self, uid: str, state: str, timeout: float = 15.0) -> Received:
-        return self.wait_for(
-            lambda r: (
-                r.event_type == STATE_REPORT
-                and r.uid == uid
-                and r.info.get("ProcedureStepState") == state
-            ),
-            timeout,
-        )
-
-    def got_state(self, uid: str, state: str) -> bool:
-        with self.cond:
-            return any(
-                r.event_type == STATE_REPORT
-                and r.uid == uid
-                and r.info.get("ProcedureStepState") == state
-                for r in self.events
-            )
-
-    def stop(self) -> None:
-        self.server.shutdown()
-
-
-# -- the delivery device and the DIMSE helpers ------------------------------------------
+def watcher(ae_title: str, certs: Path | None, node: str = "") -> EventReceiver:
+    """A UPS Event receiver: mutual TLS with the node certificate `certs/servers/<node>`,
+    trusting only that PKI's root CA, or plain DICOM when `certs` is None."""
+    ctx = None if certs is None else server_ssl_context(certs, f"servers/{node}/{node}")
+    return EventReceiver(ae_title, ctx)
 
 
 @contextmanager
 def tdd(server: TdwiiServer, ae_title: str = "TDD") -> Iterator[Any]:
     """An mTLS association from `ae_title` (the client node certificate) to tdwii serve."""
-    certs = server.workdir / "certs"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(certs / CA)
-    ctx.load_cert_chain(certs / f"{CLIENT}.pem", certs / f"{CLIENT}.key")
-    ae = AE(ae_title)
-    for uid in (UPS_PUSH, UPS_PULL, UPS_WATCH, UPS_QUERY):
-        ae.add_requested_context(uid)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
-
-    def nodelay(event: Any) -> None:
-        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    assoc = ae.associate(
-        server.host,
-        server.port,
-        ae_title="UPSSCP",
-        tls_args=(ctx, "localhost"),
-        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
-    )
-    assert assoc.is_established, "cannot associate with tdwii serve"
-    keep_responses_for_the_caller(assoc)  # pynetdicom may otherwise lose a fast response
-    try:
+    contexts = (UPS_PUSH, UPS_PULL, UPS_WATCH, UPS_QUERY)
+    with scu_association(
+        server, *contexts, ae_title=ae_title, called_aet="UPSSCP", timeout=15
+    ) as assoc:
+        assert assoc.is_established, "cannot associate with tdwii serve"
         yield assoc
-    finally:
-        if assoc.is_established:
-            assoc.release()
 
 
 def create(assoc: Any, keep_uids: bool = False, **kw: Any) -> str:
@@ -280,11 +160,11 @@ def final_attributes(txn: str) -> dict[str, Any]:
 class Env:
     workdir: Path
     server: TdwiiServer
-    watcher: Watcher  # WATCHER: globally subscribed from the start
-    tdd_events: Watcher  # TDD: the delivery device's own event receiver
-    filtered: Watcher  # FILTERED
-    stranger: Watcher  # WRONGCA: a certificate and a root CA from another PKI
-    plain: Watcher  # PLAIN: no "mTLS" in the AE configuration, no TLS
+    watcher: EventReceiver  # WATCHER: globally subscribed from the start
+    tdd_events: EventReceiver  # TDD: the delivery device's own event receiver
+    filtered: EventReceiver  # FILTERED
+    stranger: EventReceiver  # WRONGCA: a certificate and a root CA from another PKI
+    plain: EventReceiver  # PLAIN: no "mTLS" in the AE configuration, no TLS
     subscribe_status: int
     ae_config: Path
     servers: list[TdwiiServer] = field(default_factory=list)
@@ -304,11 +184,11 @@ def env(
     for node in ("watcher", "tddevents", "filtered"):
         issue_node(certs, "server", node)
     watchers = [
-        Watcher("WATCHER", certs, "watcher"),
-        Watcher("TDD", certs, "tddevents"),
-        Watcher("FILTERED", certs, "filtered"),
-        Watcher("WRONGCA", other_ca_pki, "worklistmanager"),
-        Watcher("PLAIN", None),
+        watcher("WATCHER", certs, "watcher"),
+        watcher("TDD", certs, "tddevents"),
+        watcher("FILTERED", certs, "filtered"),
+        watcher("WRONGCA", other_ca_pki, "worklistmanager"),
+        watcher("PLAIN", None),
     ]
     # DEADWATCH: a socket that completes the TCP handshake (backlog) and never says a word
     blackhole = socket.socket()
@@ -338,8 +218,8 @@ def env(
     finally:
         for running in current.servers:  # the test that restarts adds one
             running.stop()
-        for watcher in watchers:
-            watcher.stop()
+        for receiver in watchers:
+            receiver.stop()
         blackhole.close()
 
 
@@ -584,7 +464,7 @@ def test_filtered_global_and_unsubscribe(env: Env) -> None:
         watcher.state_report(elsewhere, "SCHEDULED")  # delivered to the global subscriber
         # the filtered subscriber had its chance: the reports go out in order per AE
         time.sleep(0.3)
-        assert not [r for r in filtered.events if r.uid == elsewhere]
+        assert not [r for r in filtered.seen() if r.uid == elsewhere]
 
         # unsubscribed from one workitem: no more reports for it, others still come
         assert unsubscribe(assoc, "FILTERED", here) == 0
@@ -632,7 +512,7 @@ def test_subscriber_with_a_foreign_certificate_gets_nothing(env: Env) -> None:
     text = env.server.wait_log("retrying event reports to WRONGCA", start=start, timeout=10)
     assert "event reports to WRONGCA" in text and "not delivered" in text
     assert "certificate" in text.lower()
-    assert env.stranger.events == []
+    assert env.stranger.seen() == []
 
 
 def test_subscriber_without_mtls_in_the_ae_configuration_gets_plain_dicom(env: Env) -> None:
@@ -662,19 +542,23 @@ def test_retention_purges_final_workitems_without_deletion_lock(env: Env) -> Non
             assert action(assoc, locked, 2, UPS_PUSH) == 0
             assert action(assoc, unlocked, 2, UPS_PUSH) == 0
             assert claim(assoc, running, generate_uid()) == 0
-            deadline = time.monotonic() + 8
-            while state_of(assoc, unlocked)[0] != 0xC307:
-                assert time.monotonic() < deadline, "the unlocked CANCELED workitem was not purged"
-                time.sleep(0.2)
+            wait_until(
+                lambda: state_of(assoc, unlocked)[0] == 0xC307,
+                8,
+                "the unlocked CANCELED workitem to be purged",
+                interval=0.2,
+            )
             assert find(assoc, SOPInstanceUID=unlocked) == []
             assert state_of(assoc, locked) == (0x0000, "CANCELED")
             assert state_of(assoc, running) == (0x0000, "IN PROGRESS")
             # the lock goes with the subscription: then the workitem may go too
             assert unsubscribe(assoc, "WATCHER", locked) == 0
-            deadline = time.monotonic() + 8
-            while state_of(assoc, locked)[0] != 0xC307:
-                assert time.monotonic() < deadline, "unlocked workitem was not purged"
-                time.sleep(0.2)
+            wait_until(
+                lambda: state_of(assoc, locked)[0] == 0xC307,
+                8,
+                "the workitem, unlocked now, to be purged",
+                interval=0.2,
+            )
     finally:
         server.stop()
 
