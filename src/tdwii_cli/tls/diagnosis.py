@@ -55,7 +55,7 @@ _VERIFY_WORDS = {
     "not-yet-valid": ("the peer's certificate is not yet valid", "check both clocks or reissue it"),
     "expired": ("the peer's certificate has expired", "issue a new one: tdwii pki issue"),
     "self-signed": ("the peer's certificate is self-signed and not trusted", "trust its CA"),
-    "untrusted-root": (f"{_UNTRUSTED} (its root is not trusted)", "trust the CA that issued it"),
+    "untrusted-root": (f"{_UNTRUSTED} (its chain ends at a root we do not trust)", "trust the CA"),
     "untrusted-ca": (_UNTRUSTED, "trust the CA that issued it"),
     "revoked": ("the peer's certificate is revoked", "the CRL lists it; issue the peer a new one"),
     "no-crl": ("no CRL is available for the peer's CA", "give the CA's CRL"),
