@@ -88,6 +88,20 @@ class Association:
         self.accepted = accepted
         self.proposed = {cx.id: cx for cx in proposed}
         self._message_id = 0
+        # what the A-ASSOCIATE-AC said of each proposed context, read once
+        self.accepted_contexts: list[AcceptedContext] = []  # in the order we proposed them
+        self.rejected_contexts: list[tuple[str, str]] = []  # (abstract syntax, the reason)
+        for cid, result, syntax in sorted(accepted.contexts):
+            proposal = self.proposed.get(cid)
+            if proposal is None:
+                continue
+            if result == 0 and syntax in proposal.transfer_syntaxes:
+                self.accepted_contexts.append(
+                    AcceptedContext(cid, proposal.abstract_syntax, syntax)
+                )
+            elif result != 0:
+                why = pdu.CONTEXT_RESULTS.get(result, f"result {result}")
+                self.rejected_contexts.append((proposal.abstract_syntax, why))
 
     @property
     def max_pdu(self) -> int:
@@ -104,31 +118,12 @@ class Association:
             return ""
         return (self.sock.cipher() or ("",))[0]
 
-    def accepted_contexts(self) -> list[AcceptedContext]:
-        """Every context the peer accepted, in the order we proposed them."""
-        out = []
-        for cid, result, syntax in self.accepted.contexts:
-            proposal = self.proposed.get(cid)
-            if result == 0 and proposal is not None and syntax in proposal.transfer_syntaxes:
-                out.append(AcceptedContext(cid, proposal.abstract_syntax, syntax))
-        return sorted(out, key=lambda cx: cx.id)
-
-    def rejected_contexts(self) -> list[tuple[str, str]]:
-        """(abstract syntax, the peer's reason) of each context the peer did not accept."""
-        out = []
-        for cid, result, _syntax in self.accepted.contexts:
-            proposal = self.proposed.get(cid)
-            if result != 0 and proposal is not None:
-                why = pdu.CONTEXT_RESULTS.get(result, f"result {result}")
-                out.append((proposal.abstract_syntax, why))
-        return out
-
     def context(
         self, abstract_syntax: str, preferred: Sequence[str] = TRANSFER_SYNTAXES
     ) -> AcceptedContext:
         """The accepted context for `abstract_syntax` whose transfer syntax comes first in
         `preferred` (any accepted one if none is); `ContextRefused` when there is none."""
-        found = [cx for cx in self.accepted_contexts() if cx.abstract_syntax == abstract_syntax]
+        found = [cx for cx in self.accepted_contexts if cx.abstract_syntax == abstract_syntax]
         if not found:
             raise ContextRefused(self.peer, self.options.called_aet, abstract_syntax)
         rank = {ts: i for i, ts in enumerate(preferred)}
@@ -297,11 +292,11 @@ def open_association(
             options.calling_aet,
             acc.called,
             acc.max_pdu,
-            [(cx.abstract_syntax, cx.transfer_syntax) for cx in assoc.accepted_contexts()],
-            assoc.rejected_contexts(),
+            [(cx.abstract_syntax, cx.transfer_syntax) for cx in assoc.accepted_contexts],
+            assoc.rejected_contexts,
         )
         for abstract in dict.fromkeys(required or [cx.abstract_syntax for cx in contexts]):
-            if not any(cx.abstract_syntax == abstract for cx in assoc.accepted_contexts()):
+            if not any(cx.abstract_syntax == abstract for cx in assoc.accepted_contexts):
                 release(sock)
                 raise ContextRefused(peer, options.called_aet, abstract)
         sock.settimeout(options.dimse_timeout)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tdwii_cli.dicom.status import format_status
 from tdwii_cli.dicom.uids import uid_name
 from tdwii_cli.net.dimse import C_CANCEL_RQ, Command
+
+if TYPE_CHECKING:
+    from tdwii_cli.tls.diagnosis import Side
 
 log = logging.getLogger("tdwii.net")
 
@@ -55,11 +59,11 @@ def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
     )
 
 
-def handshake_failed(peer: str, exc: BaseException, side: str = "server") -> None:
+def handshake_failed(peer: str, exc: BaseException, side: Side = "server") -> None:
     """One warning line: peer, the reason in plain words and what to do."""
     from tdwii_cli.tls.diagnosis import describe_handshake_error
 
-    failure = describe_handshake_error(exc, side="server" if side == "server" else "client")
+    failure = describe_handshake_error(exc, side=side)
     log.warning("%s: TLS handshake failed: %s (%s)", peer, failure.reason, failure.advice)
     log.debug("%s: handshake error detail: %r", peer, exc)
 

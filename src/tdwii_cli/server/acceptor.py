@@ -69,10 +69,10 @@ def _tags(value: Any) -> tuple[int, ...]:
     return tuple(int(tag) for tag in value)
 
 
-def _request(event: Any, field: int, data: str) -> Request:
+def _request(event: Any, field: int, data: str | None = None) -> Request:
     """The `Request` for a pynetdicom DIMSE event (`data`: the primitive's data set field)."""
     req = event.request
-    stream = getattr(req, data, None)
+    stream = getattr(req, data) if data is not None else None
     command = Command(
         field=field,
         message_id=int(req.MessageID),
@@ -117,7 +117,7 @@ def handlers(scp: UpsScp) -> list[Handler]:
     """The `(event, handler)` pairs for pynetdicom that serve `scp` (and log at `-v`)."""
 
     def on_echo(event: Any) -> int:
-        return scp.echo(_request(event, dimse.C_ECHO_RQ, "")).status
+        return scp.echo(_request(event, dimse.C_ECHO_RQ)).status
 
     def on_create(event: Any) -> tuple[Dataset, Dataset | None]:
         reply = scp.create(_request(event, dimse.N_CREATE_RQ, "AttributeList"))
@@ -139,7 +139,7 @@ def handlers(scp: UpsScp) -> list[Handler]:
                 return
 
     def on_get(event: Any) -> tuple[Dataset, Dataset | None]:
-        reply = scp.get(_request(event, dimse.N_GET_RQ, ""))
+        reply = scp.get(_request(event, dimse.N_GET_RQ))
         return _status(reply), reply.dataset
 
     def on_set(event: Any) -> tuple[Dataset, Dataset | None]:

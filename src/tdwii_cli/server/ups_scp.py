@@ -66,6 +66,14 @@ def _fail(status: int, comment: str) -> Reply:
     return Reply(status, comment)
 
 
+def _receiving_ae(info: Dataset) -> str:
+    """The Receiving AE of a Subscribe, Unsubscribe or Suspend ('' when missing)."""
+    return str(info.get("ReceivingAE") or "").strip()
+
+
+_MISSING_RECEIVING_AE = Reply(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+
+
 def _refused(what: str, decision: states.Decision) -> Reply:
     """Log why the state machine said no to `what` (warnings only at DEBUG); the reply."""
     level = logging.DEBUG if decision.is_warning else logging.INFO
@@ -458,9 +466,9 @@ class UpsScp:
 
     def subscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
         """Action type 3 on a workitem, the Global or the Filtered Global instance."""
-        receiving = str(info.get("ReceivingAE") or "").strip()
+        receiving = _receiving_ae(info)
         if not receiving:
-            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+            return _MISSING_RECEIVING_AE
         if receiving not in self.known_aes:
             log.info("Subscribe by %s refused (0xC308): %s is not a known AE", caller, receiving)
             return _fail(st.UPS_UNKNOWN_RECEIVING_AE, f"{receiving} is unknown to this SCP")
@@ -504,9 +512,9 @@ class UpsScp:
 
     def unsubscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
         """Action type 4: from one workitem, or (on a global instance) from everything."""
-        receiving = str(info.get("ReceivingAE") or "").strip()
+        receiving = _receiving_ae(info)
         if not receiving:
-            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+            return _MISSING_RECEIVING_AE
         if uid not in WELL_KNOWN and self.store.get(uid) is None:
             return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
         removed = self.subscriptions.unsubscribe(receiving, uid)
@@ -519,9 +527,9 @@ class UpsScp:
         """Action type 5: stop adding new workitems to the AE's global subscription."""
         if uid not in WELL_KNOWN:
             return _fail(st.UPS_NOT_APPROPRIATE, "suspend applies to the global subscription")
-        receiving = str(info.get("ReceivingAE") or "").strip()
+        receiving = _receiving_ae(info)
         if not receiving:
-            return _fail(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
+            return _MISSING_RECEIVING_AE
         self.subscriptions.suspend(receiving)
         log.info("%s suspended the global subscription of %s", caller, receiving)
         return Reply(st.SUCCESS)
