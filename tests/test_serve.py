@@ -299,7 +299,14 @@ def test_kill_9_during_burst_loses_nothing_acknowledged(serve_workdir: Path) -> 
 
 
 def test_max_associations_rejects_with_local_limit(serve_workdir: Path) -> None:
-    server = start_tdwii_server(serve_workdir, "--max-associations", "2", log_name="limit")
+    server = start_tdwii_server(
+        serve_workdir,
+        "--max-associations",
+        "2",
+        "--max-associations-per-host",
+        "2",
+        log_name="limit",
+    )
     try:
         with associate(server) as first, associate(server) as second:
             assert first.is_established and second.is_established

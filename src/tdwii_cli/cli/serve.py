@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tdwii.serve")
 
 NET = "Network"
+LIMITS = "Limits"
 
 
 @log_options
@@ -73,7 +74,8 @@ def serve(
             "-ta",
             min=0.001,
             metavar="SECONDS",
-            help="ACSE timeout; default 30.",
+            help="ACSE timeout: the A-ASSOCIATE-RQ must arrive whole within it after the "
+            "TLS handshake (ARTIM); default 30.",
             rich_help_panel=NET,
         ),
     ] = None,
@@ -84,7 +86,8 @@ def serve(
             "-td",
             min=0.001,
             metavar="SECONDS",
-            help="DIMSE timeout; default 30.",
+            help="DIMSE timeout: each PDU must arrive whole within it once it has begun, "
+            "and each response must be taken; default 30.",
             rich_help_panel=NET,
         ),
     ] = None,
@@ -95,7 +98,8 @@ def serve(
             "-tn",
             min=0.001,
             metavar="SECONDS",
-            help="Network (idle) timeout; default 60.",
+            help="Network (idle) timeout: an association with no request for this long "
+            "is aborted; default 60.",
             rich_help_panel=NET,
         ),
     ] = None,
@@ -106,7 +110,73 @@ def serve(
             min=1,
             metavar="N",
             help="More at once are rejected (A-ASSOCIATE-RJ); default 10.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
+    max_associations_per_host: Annotated[
+        int | None,
+        typer.Option(
+            "--max-associations-per-host",
+            min=1,
+            metavar="N",
+            help="Associations one host (an IPv4 address, an IPv6 /64) may hold at once; "
+            "default half of --max-associations. Behind a proxy, set it to the total.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
+    max_pending: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pending",
+            min=1,
+            metavar="N",
+            help="Connections still in their TLS handshake or before their A-ASSOCIATE-RQ, "
+            "in total; more are reset at once. Default 512.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
+    max_pending_per_host: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pending-per-host",
+            min=1,
+            metavar="N",
+            help="The same, per host; default 16.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
+    max_message_size: Annotated[
+        int | None,
+        typer.Option(
+            "--max-message-size",
+            min=1,
+            metavar="BYTES",
+            help="Longest data set of one request; a longer one is discarded and refused "
+            "(0213, C-FIND A700). Default 4194304 (4 MiB).",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
+    require_called_aet: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-called-aet/--any-called-aet",
+            help="Refuse an association addressed to another AE title than ours "
+            "(A-ASSOCIATE-RJ, called AE title not recognised). Default: accept any, as "
+            "DCMTK does: the title is the caller's to choose and proves nothing (the "
+            "certificate does), and DCMTK and dcm4che clients address ANY-SCP by default.",
             rich_help_panel=NET,
+            show_default=False,
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            "--shutdown-grace",
+            min=0,
+            metavar="SECONDS",
+            help="At a stop, running associations get this long to release; then they "
+            "are aborted (A-ABORT). Default 10.",
+            rich_help_panel=LIMITS,
         ),
     ] = None,
     handshake_timeout: Annotated[
@@ -116,7 +186,7 @@ def serve(
             min=0.001,
             metavar="SECONDS",
             help="A TLS handshake must complete within this; default 10.",
-            rich_help_panel=NET,
+            rich_help_panel=LIMITS,
         ),
     ] = None,
     config: Annotated[
@@ -155,7 +225,10 @@ def serve(
 ) -> None:
     """Run the UPS worklist manager (UPS Push, Pull, Watch, Query, Event; C-ECHO) on SQLite.
 
-    Stop it with Ctrl-C or SIGTERM: running associations finish, then it exits 0.
+    Stop it with Ctrl-C or SIGTERM: running associations get --shutdown-grace seconds to
+    release, the rest are aborted, then it exits 0. Every read has a deadline: the
+    TLS handshake (--handshake-timeout), the A-ASSOCIATE-RQ (-ta), each PDU once begun
+    (-td), the next request (-tn). A P-DATA-TF over --max-pdu is aborted after its header.
     """
     command_line = {
         "port": port,
@@ -166,6 +239,12 @@ def serve(
         "dimse_timeout": dimse_timeout,
         "network_timeout": network_timeout,
         "max_associations": max_associations,
+        "max_associations_per_host": max_associations_per_host,
+        "max_pending": max_pending,
+        "max_pending_per_host": max_pending_per_host,
+        "max_message_size": max_message_size,
+        "require_called_aet": require_called_aet,
+        "shutdown_grace": shutdown_grace,
         "handshake_timeout": handshake_timeout,
         "database_location": db,
         "ae_config": ae_config,
@@ -209,7 +288,7 @@ def run_serve(
         raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
     except OSError as exc:
         raise _listen_error(exc, config.bind_address, manager.port) from None
-    except ValueError as exc:  # pynetdicom: a bad AE title or address
+    except ValueError as exc:  # a bad address
         raise TdwiiError(f"cannot start: {exc}".splitlines()[0]) from None
     host, bound_port = manager.address
     if not quiet:

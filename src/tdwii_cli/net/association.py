@@ -181,7 +181,10 @@ def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOption
     """A TCP (+ TLS) connection with TCP_NODELAY; `Unreachable` or `HandshakeFailed`."""
     peer = f"{host}:{port}"
     try:
-        raw = socket.create_connection((host, port), timeout=options.connect_timeout)
+        source = (options.source_address, 0) if options.source_address else None
+        raw = socket.create_connection(
+            (host, port), timeout=options.connect_timeout, source_address=source
+        )
     except OSError as exc:
         words = (
             "connection timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))

@@ -240,11 +240,15 @@ def _read_text(values: dict[int, bytes], elem: int) -> str:
 
 @dataclass
 class Message:
-    """One DIMSE message: the presentation context it came on, its command, its data set."""
+    """One DIMSE message: the presentation context it came on, its command, its data set.
+
+    `too_large`: the data set was longer than the receiver's limit and was discarded
+    (`dataset` is None then)."""
 
     context_id: int
     command: Command
     dataset: bytes | None = field(default=None, repr=False)
+    too_large: bool = False
 
 
 DEFAULT_MAX_MESSAGE = 64 << 20
@@ -257,6 +261,80 @@ def encode_message(context_id: int, command: Command, dataset: bytes | None, max
     return pdu.p_data(context_id, command.encode(), dataset, max_pdu)
 
 
+DISCARD_FACTOR = 16
+MAX_COMMAND_SET = 1 << 16  # a command set is a few hundred bytes; more is not DICOM
+
+
+class MessageAssembler:
+    """Joins the PDV fragments of P-DATA-TF payloads into messages (`feed` returns each).
+
+    A data set longer than `max_message` is counted, not kept: with `discard` its
+    message comes back `too_large` once its last fragment has arrived (up to
+    `DISCARD_FACTOR` times the limit is read and dropped; more is a `ProtocolError`),
+    without it the excess is a `ProtocolError` at once.
+    """
+
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE, *, discard: bool = False) -> None:
+        self.max_message = max_message
+        self.discard = discard
+        self._reset()
+
+    def _reset(self) -> None:
+        self._command: Command | None = None
+        self._context: int | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    @property
+    def in_message(self) -> bool:
+        """Has part of a message arrived (and not all of it)?"""
+        return self._context is not None
+
+    def feed(self, payload: bytes) -> list[Message]:
+        """The messages a P-DATA-TF payload completes (usually none or one)."""
+        done: list[Message] = []
+        for cid, header, fragment in pdu.pdvs(payload):
+            if self._context is None:
+                self._context = cid
+            elif cid != self._context:
+                raise ProtocolError("a message whose fragments use different contexts")
+            last = bool(header & 0x02)
+            if header & 0x01:  # command
+                if self._command is not None:
+                    raise ProtocolError("a command fragment after a complete command set")
+                self._size += len(fragment)
+                if self._size > MAX_COMMAND_SET:
+                    raise ProtocolError(f"a command set longer than {MAX_COMMAND_SET} bytes")
+                self._parts.append(fragment)
+                if last:
+                    self._command = Command.decode(b"".join(self._parts))
+                    self._parts, self._size = [], 0
+                    if not self._command.has_dataset:
+                        done.append(Message(cid, self._command))
+                        self._reset()
+                continue
+            if self._command is None:
+                raise ProtocolError("a data set fragment before its command set")
+            self._size += len(fragment)
+            if self._size > self.max_message:
+                if not self.discard:
+                    raise ProtocolError(f"a DIMSE message longer than {self.max_message} bytes")
+                if self._size > DISCARD_FACTOR * self.max_message:
+                    raise ProtocolError(
+                        f"a data set far over the limit of {self.max_message} bytes"
+                    )
+                self._too_large = True
+                self._parts = []
+            elif not self._too_large:
+                self._parts.append(fragment)
+            if last:
+                data = None if self._too_large else b"".join(self._parts)
+                done.append(Message(cid, self._command, data, too_large=self._too_large))
+                self._reset()
+        return done
+
+
 def read_message(
     sock: socket.socket, max_pdata: int = pdu.MAX_PDU, max_message: int = DEFAULT_MAX_MESSAGE
 ) -> Message:
@@ -265,36 +343,13 @@ def read_message(
     An A-ABORT raises `pdu.AbortReceived`, any PDU but P-DATA-TF (or a message
     longer than `max_message`, or a malformed one) `ProtocolError`.
     """
-    command: Command | None = None
-    context_id: int | None = None
-    parts: list[bytes] = []
-    data: list[bytes] = []
-    size = 0
+    assembler = MessageAssembler(max_message)
     while True:
         pdu_type, payload = pdu.read_pdu(sock, max_pdata)
         if pdu_type == pdu.A_ABORT:
             raise pdu.AbortReceived(payload)
         if pdu_type != pdu.P_DATA_TF:
             raise ProtocolError(f"expected P-DATA-TF, got PDU type 0x{pdu_type:02X}")
-        for cid, header, fragment in pdu.pdvs(payload):
-            size += len(fragment)
-            if size > max_message:
-                raise ProtocolError(f"a DIMSE message longer than {max_message} bytes")
-            if context_id is None:
-                context_id = cid
-            elif cid != context_id:
-                raise ProtocolError("a message whose fragments use different contexts")
-            if header & 0x01:  # command
-                if command is not None:
-                    raise ProtocolError("a command fragment after a complete command set")
-                parts.append(fragment)
-                if header & 0x02:  # last fragment
-                    command = Command.decode(b"".join(parts))
-                    if not command.has_dataset:
-                        return Message(context_id, command)
-            else:
-                if command is None:
-                    raise ProtocolError("a data set fragment before its command set")
-                data.append(fragment)
-                if header & 0x02:
-                    return Message(context_id, command, b"".join(data))
+        done = assembler.feed(payload)
+        if done:
+            return done[0]

@@ -11,7 +11,8 @@ class ScuOptions:
 
     `connect_timeout` bounds the TCP connect and the TLS handshake, `acse_timeout`
     the association request and release, `dimse_timeout` each response;
-    `network_timeout` is the longest idle time.
+    `network_timeout` is the longest idle time. `source_address` is the local address
+    to connect from ('' lets the system choose).
     """
 
     calling_aet: str = "TDWII"
@@ -20,3 +21,4 @@ class ScuOptions:
     acse_timeout: float = 30.0
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
+    source_address: str = ""

@@ -1,8 +1,11 @@
 """The PDUs of the DICOM upper layer (PS3.8 section 9.3): build them, parse them, read them.
 
 A-ASSOCIATE-RQ/AC/RJ with their presentation context and user information
-items, P-DATA-TF, A-RELEASE-RQ/RP and A-ABORT. `read_pdu` reads one PDU from a
-socket and refuses a length beyond what the caller allows before reading its body.
+items, P-DATA-TF, A-RELEASE-RQ/RP and A-ABORT, for both roles: the requestor
+builds an RQ and parses the AC/RJ, the acceptor parses the RQ
+(`parse_associate_rq`, which refuses anything malformed) and builds the AC/RJ.
+`read_pdu` reads one PDU from a socket and refuses a length beyond what the
+caller allows before reading its body.
 """
 
 from __future__ import annotations
@@ -167,7 +170,162 @@ def parse_associate_rj(payload: bytes) -> Rejected:
 
 
 RELEASE_RQ = encode(A_RELEASE_RQ, bytes(4))
+RELEASE_RP = encode(A_RELEASE_RP, bytes(4))
 ABORT = encode(A_ABORT, bytes(4))  # service user, no reason
+
+# A-ABORT source 2 (service provider) reasons, PS3.8 table 9-26
+ABORT_NOT_SPECIFIED = 0
+ABORT_UNRECOGNIZED_PDU = 1
+ABORT_UNEXPECTED_PDU = 2
+ABORT_UNRECOGNIZED_PARAMETER = 4
+ABORT_UNEXPECTED_PARAMETER = 5
+ABORT_INVALID_PARAMETER = 6
+
+
+def abort(source: int = 0, reason: int = 0) -> bytes:
+    """An A-ABORT PDU: source 0 service user, 2 service provider (with a reason)."""
+    return encode(A_ABORT, bytes((0, 0, source, reason if source == 2 else 0)))
+
+
+def associate_rj(result: int, source: int, reason: int) -> bytes:
+    """An A-ASSOCIATE-RJ PDU (PS3.8 table 9-21)."""
+    return encode(A_ASSOCIATE_RJ, bytes((0, result, source, reason)))
+
+
+# -- the acceptor's side ---------------------------------------------------------------
+
+
+@dataclass
+class AssociateRQ:
+    """What an A-ASSOCIATE-RQ proposed (every text as received, unpadded)."""
+
+    protocol_version: int
+    called: str
+    calling: str
+    application_context: str
+    contexts: list[PresentationContext] = field(default_factory=list)
+    max_pdu: int = 0  # the longest P-DATA-TF the requestor takes (0: no limit)
+    implementation_class_uid: str = ""
+    implementation_version: str = ""
+    roles: dict[str, tuple[int, int]] = field(default_factory=dict)  # abstract -> (SCU, SCP)
+    raw_called: bytes = b""
+    raw_calling: bytes = b""
+
+
+def _uid_text(raw: bytes, what: str) -> str:
+    text = raw.rstrip(b"\0 ").decode("ascii", "replace")
+    if not text or len(text) > 64 or not all(c in "0123456789." for c in text):
+        raise ProtocolError(f"{what} is not a UID")
+    return text
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0 ").decode("latin-1")
+
+
+def parse_associate_rq(payload: bytes) -> AssociateRQ:
+    """The A-ASSOCIATE-RQ payload; `ProtocolError` for anything malformed (an item that
+    overruns its PDU, a presentation context without an abstract or transfer syntax, a
+    context id that is even or repeated, a UID that is not one)."""
+    if len(payload) < 68:
+        raise ProtocolError("A-ASSOCIATE-RQ too short")
+    version = struct.unpack(">H", payload[0:2])[0]
+    rq = AssociateRQ(
+        protocol_version=version,
+        called=payload[4:20].decode("latin-1").strip(" "),
+        calling=payload[20:36].decode("latin-1").strip(" "),
+        application_context="",
+        raw_called=payload[4:20],
+        raw_calling=payload[20:36],
+    )
+    seen: set[int] = set()
+    for item_type, body in _strict_items(payload[68:], "A-ASSOCIATE-RQ"):
+        if item_type == 0x10:
+            rq.application_context = _text(body)
+        elif item_type == 0x20:
+            if len(body) < 4:
+                raise ProtocolError("a presentation context item too short")
+            cid = body[0]
+            if cid % 2 == 0 or cid in seen:
+                raise ProtocolError(f"presentation context id {cid} is even or repeated")
+            seen.add(cid)
+            abstract = ""
+            syntaxes: list[str] = []
+            for sub_type, sub in _strict_items(body[4:], "a presentation context"):
+                if sub_type == 0x30:
+                    abstract = _uid_text(sub, "an abstract syntax")
+                elif sub_type == 0x40:
+                    syntaxes.append(_uid_text(sub, "a transfer syntax"))
+            if not abstract or not syntaxes:
+                raise ProtocolError(f"presentation context {cid} lacks its syntaxes")
+            rq.contexts.append(PresentationContext(cid, abstract, tuple(syntaxes)))
+        elif item_type == 0x50:
+            _user_information(body, rq)
+    if not rq.application_context:
+        raise ProtocolError("A-ASSOCIATE-RQ without an application context")
+    if not rq.contexts:
+        raise ProtocolError("A-ASSOCIATE-RQ without a presentation context")
+    return rq
+
+
+def _user_information(body: bytes, rq: AssociateRQ) -> None:
+    for sub_type, sub in _strict_items(body, "the user information item"):
+        if sub_type == 0x51:
+            if len(sub) != 4:
+                raise ProtocolError("a maximum length item that is not 4 bytes")
+            rq.max_pdu = struct.unpack(">L", sub)[0]
+        elif sub_type == 0x52:
+            rq.implementation_class_uid = _text(sub)
+        elif sub_type == 0x55:
+            rq.implementation_version = _text(sub)
+        elif sub_type == 0x54:
+            if len(sub) < 2:
+                raise ProtocolError("a role selection item too short")
+            n = struct.unpack(">H", sub[:2])[0]
+            if len(sub) != 2 + n + 2:
+                raise ProtocolError("a role selection item of the wrong length")
+            rq.roles[_uid_text(sub[2 : 2 + n], "a role selection UID")] = (sub[-2], sub[-1])
+
+
+def _strict_items(data: bytes, where: str) -> Iterator[tuple[int, bytes]]:
+    """Like `items`, but an item that overruns its container is a `ProtocolError`."""
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ProtocolError(f"a truncated item in {where}")
+        item_type, _, length = struct.unpack(">BBH", data[pos : pos + 4])
+        if pos + 4 + length > len(data):
+            raise ProtocolError(f"an item of {length} bytes overruns {where}")
+        yield item_type, data[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+
+
+def associate_ac(
+    rq: AssociateRQ,
+    results: Sequence[tuple[int, int, str]],
+    max_pdu: int,
+    roles: Sequence[tuple[str, int, int]] = (),
+) -> bytes:
+    """The A-ASSOCIATE-AC answering `rq`: (context id, result, transfer syntax) per
+    proposed context, our maximum PDU, our implementation identity, the roles agreed."""
+    pcs = b"".join(
+        _item(0x21, struct.pack(">BBBB", cid, 0, result, 0) + _item(0x40, ts.encode()))
+        for cid, result, ts in results
+    )
+    user = (
+        _item(0x51, struct.pack(">L", max_pdu))
+        + _item(0x52, IMPLEMENTATION_CLASS_UID.encode())
+        + b"".join(
+            _item(0x54, struct.pack(">H", len(uid)) + uid.encode() + bytes((scu, scp)))
+            for uid, scu, scp in roles
+        )
+        + _item(0x55, IMPLEMENTATION_VERSION.encode())
+    )
+    head = struct.pack(">HH", 1, 0) + rq.raw_called.ljust(16) + rq.raw_calling.ljust(16)
+    return encode(
+        A_ASSOCIATE_AC,
+        head + bytes(32) + _item(0x10, APPLICATION_CONTEXT.encode()) + pcs + _item(0x50, user),
+    )
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:

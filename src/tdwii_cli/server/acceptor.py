@@ -1,256 +1,232 @@
-"""The acceptor on pynetdicom: the AE and its contexts, DIMSE events in, `UpsScp` answers out.
+"""The acceptor: the listening socket, the pre-association front end, and one `Session`
+thread per accepted association, within the fair limits.
 
-`build_ae(config)` makes pynetdicom's AE (Verification and the five UPS SOP
-Classes as SCP, Explicit VR Little Endian preferred); `handlers(scp)` lists the
-`(event, handler)` pairs that turn each pynetdicom DIMSE event into a `Request`
-for `scp` and its `Reply` into what pynetdicom sends, plus the connection log's
-association and DIMSE lines (from `-v`).
+`Acceptor(config, scp, ssl_context)` binds on `start()` and serves in the
+background; an A-ASSOCIATE-RQ that arrives whole is answered here (on a front
+end thread): refused with an A-ASSOCIATE-RJ when negotiation says so or when no
+association slot is free for its host, else handed to a new `Session` thread.
+`stop(grace)` stops accepting, gives running associations `grace` seconds to
+release, and aborts the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
-from pydicom.dataset import Dataset
-from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
-from pynetdicom.events import EventHandlerType
-
-from tdwii_cli.dicom import status as st
-from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_SOP_CLASSES, VERIFICATION
-from tdwii_cli.net import dimse
+from tdwii_cli.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    UPS_SOP_CLASSES,
+    VERIFICATION,
+)
+from tdwii_cli.net import framing, pdu
 from tdwii_cli.net import log as netlog
-from tdwii_cli.net.dimse import Command
-from tdwii_cli.net.sockets import format_peer
+from tdwii_cli.net.negotiation import LOCAL_LIMIT, Acceptance, Refusal
 from tdwii_cli.server.config import ServeConfig
-from tdwii_cli.server.messages import Reply, Request
-from tdwii_cli.server.transport import peer_identity
+from tdwii_cli.server.frontend import Arrival, Frontend
+from tdwii_cli.server.limits import Limits, LimitSettings
+from tdwii_cli.server.session import Session, SessionSettings
 from tdwii_cli.server.ups_scp import UpsScp
 
-Handler = EventHandlerType
+log = logging.getLogger("tdwii.serve")
 
-# pynetdicom accepts the first of these that the requestor proposes: Explicit VR Little
-# Endian first, the encoding the store keeps (nothing to convert, no dictionary lookups).
-ACCEPTED_TRANSFER_SYNTAXES = [
+# Explicit VR Little Endian first: the encoding the store keeps (nothing to convert)
+ACCEPTED_TRANSFER_SYNTAXES = (
     EXPLICIT_VR_LE,
-    *(str(ts) for ts in DEFAULT_TRANSFER_SYNTAXES if ts != EXPLICIT_VR_LE),
-]
+    IMPLICIT_VR_LE,
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+)
+ABSTRACT_SYNTAXES = (VERIFICATION, *UPS_SOP_CLASSES)
 
 
-def build_ae(config: ServeConfig) -> AE:
-    """The acceptor AE: Verification and UPS Push/Watch/Pull/Event/Query as SCP."""
-    ae = AE(ae_title=config.ae_title)
-    for uid in (VERIFICATION, *UPS_SOP_CLASSES):
-        ae.add_supported_context(uid, ACCEPTED_TRANSFER_SYNTAXES)
-    ae.maximum_pdu_size = config.max_pdu
-    ae.acse_timeout = config.acse_timeout
-    ae.dimse_timeout = config.dimse_timeout
-    ae.network_timeout = config.network_timeout
-    ae.maximum_associations = config.max_associations
-    return ae
-
-
-# -- DIMSE events -> Requests -> Replies ---------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    return str(value or "").strip()
-
-
-def _tags(value: Any) -> tuple[int, ...]:
-    """pynetdicom's Attribute Identifier List: None, one tag, or a list of tags."""
-    if value is None:
-        return ()
-    if isinstance(value, int):  # one attribute: a single tag, not a list
-        return (int(value),)
-    return tuple(int(tag) for tag in value)
-
-
-def _request(event: Any, field: int, data: str | None = None) -> Request:
-    """The `Request` for a pynetdicom DIMSE event (`data`: the primitive's data set field)."""
-    req = event.request
-    stream = getattr(req, data) if data is not None else None
-    command = Command(
-        field=field,
-        message_id=int(req.MessageID),
-        sop_class=_text(
-            getattr(req, "AffectedSOPClassUID", None) or getattr(req, "RequestedSOPClassUID", None)
-        ),
-        sop_instance=_text(
-            getattr(req, "AffectedSOPInstanceUID", None)
-            or getattr(req, "RequestedSOPInstanceUID", None)
-        ),
-        has_dataset=stream is not None,
-        action_type=getattr(req, "ActionTypeID", None),
-        attribute_identifiers=_tags(getattr(req, "AttributeIdentifierList", None)),
-    )
-    return Request(
-        command=command,
-        data=stream.getvalue() if stream is not None else None,
-        transfer_syntax=str(event.context.transfer_syntax),
-        calling_ae=_calling_ae(event),
-        peer=peer_identity(event.assoc),
-        cancelled=lambda: bool(event.is_cancelled),
-    )
-
-
-def _calling_ae(event: Any) -> str:
+def wildcard_address() -> str:
+    """'::' (dual stack) when this host has IPv6, else '0.0.0.0'."""
+    if not socket.has_ipv6:
+        return "0.0.0.0"
     try:
-        return str(event.assoc.requestor.ae_title).strip()
-    except Exception:  # pragma: no cover - log text only
-        return "?"
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            probe.bind(("::", 0))
+    except OSError:
+        return "0.0.0.0"
+    return "::"
 
 
-def _status(reply: Reply) -> Dataset:
-    """The status data set pynetdicom puts in the response (with a truncated Error Comment)."""
-    ds = Dataset()
-    ds.Status = reply.status
-    if reply.comment and reply.status != st.SUCCESS:
-        ds.ErrorComment = reply.comment[: dimse.MAX_ERROR_COMMENT]
-    return ds
+def listen(host: str, port: int, backlog: int = 512) -> socket.socket:
+    """A listening TCP socket; an IPv6 wildcard also takes IPv4 (dual stack)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):  # a platform without dual stack
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
-def handlers(scp: UpsScp) -> list[Handler]:
-    """The `(event, handler)` pairs for pynetdicom that serve `scp` (and log at `-v`)."""
+class Acceptor:
+    """See the module docstring."""
 
-    def on_echo(event: Any) -> int:
-        return scp.echo(_request(event, dimse.C_ECHO_RQ)).status
+    def __init__(
+        self, config: ServeConfig, scp: UpsScp, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        self.config = config
+        self.scp = scp
+        self.ssl_context = ssl_context
+        self.acceptance = Acceptance(
+            config.ae_title,
+            ABSTRACT_SYNTAXES,
+            ACCEPTED_TRANSFER_SYNTAXES,
+            config.max_pdu,
+            require_called=config.require_called_aet,
+        )
+        self.limits = Limits(
+            LimitSettings(
+                max_pending=config.max_pending,
+                max_pending_per_host=config.max_pending_per_host,
+                max_associations=config.max_associations,
+                max_associations_per_host=config.effective_max_associations_per_host,
+            )
+        )
+        self.settings = SessionSettings(
+            acse_timeout=config.acse_timeout,
+            dimse_timeout=config.dimse_timeout,
+            network_timeout=config.network_timeout,
+            # with no maximum announced (0), a PDU still cannot be longer than a message
+            max_pdu=config.max_pdu or config.max_message_size + (1 << 16),
+            max_message=config.max_message_size,
+        )
+        self.listener: socket.socket | None = None
+        self.frontend: Frontend | None = None
+        self._thread: threading.Thread | None = None
+        self._sessions: dict[Session, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
 
-    def on_create(event: Any) -> tuple[Dataset, Dataset | None]:
-        reply = scp.create(_request(event, dimse.N_CREATE_RQ, "AttributeList"))
-        if reply.status != st.SUCCESS:
-            return _status(reply), None
-        attributes = Dataset()
-        if reply.sop_instance:  # pynetdicom moves it into the response's Affected SOP Instance
-            attributes.AffectedSOPInstanceUID = reply.sop_instance
-        return _status(reply), attributes
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) listened on."""
+        assert self.listener is not None
+        host, port = self.listener.getsockname()[:2]
+        return str(host), int(port)
 
-    def on_find(event: Any) -> Iterator[tuple[Dataset | int, Dataset | None]]:
-        for reply in scp.find(_request(event, dimse.C_FIND_RQ, "Identifier")):
-            if reply.status == st.SUCCESS:
-                return  # pynetdicom sends the final Success itself
-            if st.is_pending(reply.status):
-                yield reply.status, reply.dataset
-            else:
-                yield _status(reply), None
+    def start(self, host: str, port: int) -> None:
+        """Bind and serve in the background (`OSError` when the port cannot be had)."""
+        self.listener = listen(host, port, backlog=max(128, self.config.max_pending))
+        self.frontend = Frontend(
+            self.listener,
+            self.ssl_context,
+            self.limits,
+            self._on_request,
+            handshake_timeout=self.config.handshake_timeout,
+            artim=self.config.acse_timeout,
+        )
+        self._thread = threading.Thread(target=self.frontend.serve, name="tdwii-accept")
+        self._thread.daemon = True
+        self._thread.start()
+
+    # -- an A-ASSOCIATE-RQ has arrived (on a front end thread) ---------------------------
+
+    def _on_request(self, arrival: Arrival) -> None:
+        try:
+            rq = pdu.parse_associate_rq(arrival.payload)
+        except pdu.ProtocolError as exc:
+            log.warning("%s: closed: a malformed A-ASSOCIATE-RQ: %s", _who(arrival), exc)
+            self._close(arrival, pdu.abort(2, pdu.ABORT_INVALID_PARAMETER))
+            return
+        calling = netlog.printable(rq.calling)
+        answer = self.acceptance.answer(rq)
+        if isinstance(answer, Refusal):
+            self._refuse(arrival, answer, calling)
+            return
+        with self._lock:
+            if self._stopping:
+                self._close(arrival, pdu.abort())
                 return
+            if not self.limits.take_slot(arrival.host):
+                self._refuse(arrival, LOCAL_LIMIT, calling, slots=True)
+                return
+            session = Session(arrival, answer, rq.calling, rq.called, self.scp, self.settings)
+            thread = threading.Thread(
+                target=self._run_session, args=(session,), name=f"tdwii-assoc {arrival.peer}"
+            )
+            thread.daemon = True
+            self._sessions[session] = thread
+        thread.start()
 
-    def on_get(event: Any) -> tuple[Dataset, Dataset | None]:
-        reply = scp.get(_request(event, dimse.N_GET_RQ))
-        return _status(reply), reply.dataset
+    def _run_session(self, session: Session) -> None:
+        try:
+            session.run()
+        finally:
+            self.limits.free_slot(session.host)
+            with self._lock:
+                self._sessions.pop(session, None)
 
-    def on_set(event: Any) -> tuple[Dataset, Dataset | None]:
-        return _status(scp.set(_request(event, dimse.N_SET_RQ, "ModificationList"))), None
+    def _refuse(
+        self, arrival: Arrival, refusal: Refusal, calling: str, slots: bool = False
+    ) -> None:
+        detail = refusal.words
+        if slots:
+            s = self.limits.settings
+            detail += (
+                f" ({s.max_associations} associations, {s.max_associations_per_host} per host)"
+            )
+        log.warning("%s: association rejected: %s (calling AE %s)", _who(arrival), detail, calling)
+        self._close(arrival, refusal.encode())
 
-    def on_action(event: Any) -> tuple[Dataset, Dataset | None]:
-        return _status(scp.action(_request(event, dimse.N_ACTION_RQ, "ActionInformation"))), None
+    def _close(self, arrival: Arrival, last: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError, framing.Deadline):
+            framing.send_all(arrival.sock, last, 1.0)
+        with contextlib.suppress(OSError, ValueError):
+            arrival.sock.close()
 
-    return [
-        *log_handlers(),
-        (evt.EVT_C_ECHO, on_echo),
-        (evt.EVT_N_CREATE, on_create),
-        (evt.EVT_C_FIND, on_find),
-        (evt.EVT_N_GET, on_get),
-        (evt.EVT_N_SET, on_set),
-        (evt.EVT_N_ACTION, on_action),
-    ]
+    # -- stopping ----------------------------------------------------------------------
 
+    @property
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions)
 
-# -- the connection log from pynetdicom's events ------------------------------------------
-
-
-def _who(assoc: Any) -> str:
-    remote = assoc.remote
-    return format_peer((remote.get("address", "?"), remote.get("port", "?")))
-
-
-def _on_accepted(event: Any) -> None:
-    assoc = event.assoc
-    req, acc = assoc.requestor, assoc.acceptor
-    netlog.association_accepted(
-        _who(assoc),
-        str(req.ae_title),
-        str(acc.ae_title),
-        req.maximum_length,
-        [
-            (str(cx.abstract_syntax), str(cx.transfer_syntax[0]) if cx.transfer_syntax else "")
-            for cx in assoc.accepted_contexts
-        ],
-        [(str(cx.abstract_syntax), str(cx.status or "")) for cx in assoc.rejected_contexts],
-    )
-
-
-def _on_rejected(event: Any) -> None:
-    prim = event.assoc.acceptor.primitive
-    detail = ""
-    if prim is not None and getattr(prim, "result_str", None):
-        detail = f"{prim.result_str}, {prim.source_str}, {prim.reason_str}"
-    netlog.association_rejected(_who(event.assoc), detail)
-
-
-def _on_released(event: Any) -> None:
-    netlog.association_released(_who(event.assoc))
-
-
-def _on_aborted(event: Any) -> None:
-    netlog.association_aborted(_who(event.assoc))
-
-
-_FIELDS = {name.replace("-", "_"): field for field, name in dimse.NAMES.items()}
-_started: dict[tuple[int, int], float] = {}
-_started_lock = threading.Lock()
-
-
-def _command(message: Any) -> Command:
-    """The fields of a pynetdicom DIMSE message that the log shows."""
-    cmd = message.command_set
-    field = _FIELDS.get(type(message).__name__, 0)
-    uid = cmd.get("AffectedSOPInstanceUID", None) or cmd.get("RequestedSOPInstanceUID", None)
-    status = cmd.get("Status", None)
-    return Command(
-        field=field,
-        message_id=cmd.get("MessageID", None),
-        responding_to=cmd.get("MessageIDBeingRespondedTo", None),
-        sop_instance=str(uid or ""),
-        status=int(status) if status is not None else None,
-    )
+    def stop(self, grace: float) -> None:
+        """Stop accepting; give running associations up to `grace` s to release, then
+        abort the rest (a stalled peer costs the stop no more than that)."""
+        deadline = time.monotonic() + grace
+        if self.frontend is not None:
+            self.frontend.stop()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        if self.listener is not None:
+            self.listener.close()
+        with self._lock:
+            self._stopping = True
+            running = dict(self._sessions)
+        if running:
+            log.warning("waiting up to %g s for %d association(s)", grace, len(running))
+        for thread in running.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = [session for session, thread in running.items() if thread.is_alive()]
+        for session in late:
+            session.abort()  # its read returns now; it sends an A-ABORT and closes
+        for session in late:
+            running[session].join(0.5)
+            if running[session].is_alive():
+                session.abort(hard=True)  # a send the peer does not read
+                running[session].join(0.5)
 
 
-def _message(event: Any, direction: str) -> None:
-    command = _command(event.message)
-    key_assoc = id(event.assoc)
-    took = None
-    if command.field and not command.is_response and command.field != dimse.C_CANCEL_RQ:
-        with _started_lock:  # a request: remember when it went or came
-            _started[(key_assoc, int(command.message_id or 0))] = time.perf_counter()
-    elif command.is_response:
-        with _started_lock:
-            started = _started.pop((key_assoc, int(command.responding_to or 0)), None)
-        if started is not None:
-            took = (time.perf_counter() - started) * 1000
-    netlog.dimse_line(_who(event.assoc), direction, command, took)
-
-
-def _on_sent(event: Any) -> None:
-    _message(event, "sent")
-
-
-def _on_recv(event: Any) -> None:
-    _message(event, "received")
-
-
-def log_handlers() -> list[Handler]:
-    """pynetdicom event handlers for the association and DIMSE lines (none below -v)."""
-    if not netlog.log.isEnabledFor(logging.INFO):
-        return []
-    return [
-        (evt.EVT_ACCEPTED, _on_accepted),
-        (evt.EVT_REJECTED, _on_rejected),
-        (evt.EVT_RELEASED, _on_released),
-        (evt.EVT_ABORTED, _on_aborted),
-        (evt.EVT_DIMSE_SENT, _on_sent),
-        (evt.EVT_DIMSE_RECV, _on_recv),
-    ]
+def _who(arrival: Arrival) -> str:
+    subject = arrival.identity.subject_cn
+    return f"{arrival.peer} ({netlog.printable(subject)})" if subject else arrival.peer

@@ -5,7 +5,9 @@ The INI file has the keys of the `upsscp.py` worklist manager tdwii replaces, in
 its `[DEFAULT]` section (`ae_title`, `port`, `bind_address`, `max_pdu`,
 `acse_timeout`, `dimse_timeout`, `network_timeout`, `mutual_tls`,
 `ca_certificate`, `certificate`, `private_key`, `database_location`; tdwii also
-reads `max_associations`, `handshake_timeout`, `ae_config` and `retention`).
+reads `max_associations`, `max_associations_per_host`, `max_pending`,
+`max_pending_per_host`, `max_message_size`, `require_called_aet`,
+`handshake_timeout`, `shutdown_grace`, `ae_config` and `retention`).
 Keys of that format tdwii has no use for (`instance_location`, `log_identifier`)
 and other sections (move destinations) are ignored. Relative paths are relative
 to the current folder.
@@ -35,9 +37,23 @@ if TYPE_CHECKING:
 PLAIN_PORT = 11112
 TLS_PORT = 2762
 
-INT_KEYS = ("port", "max_pdu", "max_associations")
-FLOAT_KEYS = ("acse_timeout", "dimse_timeout", "network_timeout", "handshake_timeout")
-BOOL_KEYS = ("mutual_tls",)
+INT_KEYS = (
+    "port",
+    "max_pdu",
+    "max_associations",
+    "max_associations_per_host",
+    "max_pending",
+    "max_pending_per_host",
+    "max_message_size",
+)
+FLOAT_KEYS = (
+    "acse_timeout",
+    "dimse_timeout",
+    "network_timeout",
+    "handshake_timeout",
+    "shutdown_grace",
+)
+BOOL_KEYS = ("mutual_tls", "require_called_aet")
 PATH_KEYS = ("ca_certificate", "certificate", "private_key", "database_location", "ae_config")
 STR_KEYS = ("ae_title", "bind_address", "retention")
 KNOWN_KEYS = INT_KEYS + FLOAT_KEYS + BOOL_KEYS + PATH_KEYS + STR_KEYS
@@ -75,10 +91,22 @@ class ServeConfig:
     database_location: Path = Path("tdwii.sqlite")
     ae_config: Path | None = None
     max_associations: int = 10
+    max_associations_per_host: int | None = None  # None: half of max_associations (at least 1)
+    max_pending: int = 512  # connections not associated yet (TLS handshake, A-ASSOCIATE-RQ)
+    max_pending_per_host: int = 16
+    max_message_size: int = 4 << 20  # longest data set of one DIMSE request we take
+    require_called_aet: bool = False  # refuse an A-ASSOCIATE-RQ addressed to another AE title
     handshake_timeout: float = 10.0
     retention: str | None = None  # purge final workitems after this (e.g. 30d); None keeps
     shutdown_grace: float = 10.0  # seconds running associations get to finish at a stop
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def effective_max_associations_per_host(self) -> int:
+        """Associations one host may hold at once: as configured, else half the total."""
+        if self.max_associations_per_host is not None:
+            return min(self.max_associations_per_host, self.max_associations)
+        return max(1, self.max_associations // 2)
 
     def effective_port(self, tls_enabled: bool) -> int:
         """The port to listen on: as configured, else 2762 with TLS and 11112 without."""
@@ -122,7 +150,7 @@ def _convert(path: Path, key: str, raw: str) -> Any:
             raise _bad(path, key, text, "a TCP port (0-65535)")
         if key == "max_pdu" and value < 0:
             raise _bad(path, key, text, "a PDU size (0 for unlimited)")
-        if key == "max_associations" and value < 1:
+        if key in INT_KEYS[2:] and value < 1:
             raise _bad(path, key, text, "at least 1")
         return value
     if key in FLOAT_KEYS:

@@ -15,13 +15,12 @@ import os
 import signal
 import ssl
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from tdwii_cli.server.acceptor import Acceptor, wildcard_address
 from tdwii_cli.server.config import KnownAE, ServeConfig
 from tdwii_cli.server.store import WorkitemStore
-from tdwii_cli.server.transport import AssociationServer, wildcard_address
 from tdwii_cli.server.ups_scp import UpsScp
 from tdwii_cli.tls.options import TlsOptions
 
@@ -29,7 +28,7 @@ log = logging.getLogger("tdwii.serve")
 
 
 class WorklistManager:
-    """The running worklist manager: store + `UpsScp` + `AssociationServer` (+ signals)."""
+    """The running worklist manager: store + `UpsScp` + `Acceptor` (+ signals)."""
 
     def __init__(
         self,
@@ -42,8 +41,7 @@ class WorklistManager:
         self.known_aes = dict(known_aes or {})
         self.store: WorkitemStore | None = None
         self.scp: UpsScp | None = None
-        self.server: AssociationServer | None = None
-        self._thread: threading.Thread | None = None
+        self.acceptor: Acceptor | None = None
         self._stop = threading.Event()
         self._signals = 0
 
@@ -55,21 +53,19 @@ class WorklistManager:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) actually listened on."""
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
+        assert self.acceptor is not None
+        return self.acceptor.address
 
     def start(self) -> None:
         """Check our certificate, open the store, bind the port, start the UPS SCP and
         accept (in a background thread). Raises before anything runs when one fails."""
-        from tdwii_cli.server.acceptor import build_ae, handlers
-
         config = self.config
         ssl_context: ssl.SSLContext | None = None
         if self.tls.enabled:
             from tdwii_cli.tls.context import build_server_context
 
             ssl_context = build_server_context(self.tls)
+            ssl_context.num_tickets = 0  # no client of ours resumes: save the tickets' cost
         self.store = WorkitemStore(config.database_location)
         try:
             scp = UpsScp(
@@ -79,51 +75,24 @@ class WorklistManager:
                 tls=self.tls,  # event reports go over mTLS with our node certificate
                 retention=config.retention_seconds,
             )
-            ae = build_ae(config)
+            acceptor = Acceptor(config, scp, ssl_context)
             bind = config.bind_address
-            host = bind if bind not in ("", "*") else wildcard_address()
-            address: tuple[str, int] | tuple[str, int, int, int] = (
-                (host, self.port, 0, 0) if ":" in host else (host, self.port)
-            )
-            server: Any = ae.make_server(
-                address,
-                ssl_context=ssl_context,
-                evt_handlers=handlers(scp),
-                server_class=AssociationServer,
-                handshake_timeout=config.handshake_timeout,
-                max_pending=max(64, 4 * config.max_associations),
-            )
+            acceptor.start(bind if bind not in ("", "*") else wildcard_address(), self.port)
         except BaseException:
             self.store.close()
             self.store = None
             raise
-        self.server = server
+        self.acceptor = acceptor
         self.scp = scp
         scp.start()
-        ae._servers.append(server)
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="tdwii-accept"
-        )
-        self._thread.daemon = True
-        self._thread.start()
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, wait up to `grace` s for running associations, abort the rest,
-        close the database."""
+        """Stop accepting, let associations serving a request finish (up to `grace` s),
+        abort the rest, stop the SCP, close the database."""
         grace = self.config.shutdown_grace if grace is None else grace
-        server = self.server
-        if server is not None:
-            server.shutdown()
-            deadline = time.monotonic() + grace
-            running = server.active_associations
-            if running:
-                log.warning("waiting up to %g s for %d association(s)", grace, len(running))
-            for assoc in running:
-                assoc.join(max(0.0, deadline - time.monotonic()))
-            for assoc in server.active_associations:
-                log.warning("aborting association with %s", assoc.requestor.ae_title)
-                assoc.abort()
-            self.server = None
+        if self.acceptor is not None:
+            self.acceptor.stop(grace)
+            self.acceptor = None
         if self.scp is not None:
             try:
                 self.scp.stop()

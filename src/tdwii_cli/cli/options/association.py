@@ -66,6 +66,20 @@ scu_options = option_group(
             Annotated[float, _timeout(("--network-timeout", "-tn"), "Idle network timeout.")],
             60.0,
         ),
+        param(
+            "source_address",
+            Annotated[
+                str,
+                typer.Option(
+                    "--source-address",
+                    "-sa",
+                    metavar="ADDRESS",
+                    help="Local address to connect from (a multi-homed host); default: any.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            "",
+        ),
     ],
     ScuOptions,
 )
