@@ -7,8 +7,12 @@ quarter of them already COMPLETED), then measures the same query two ways:
 - SQL only: `Query.from_identifier` + `WorkitemStore.select` + the post-filter and
   the response identifiers, in this process (what the server does per C-FIND);
 - over a real association: `tdwii serve --mtls` in a subprocess on that database,
-  a pynetdicom client (mTLS, one association, TCP_NODELAY) timing each C-FIND from
-  the request to the final response.
+  tdwii's own client (mTLS, one association) timing each C-FIND from the request to
+  the final response, and the server's own time for it (its -v log), and the
+  server's CPU per C-FIND (from /proc), with matches and with none: their
+  difference over the matches is the CPU per pending response;
+- a universal query (every SCHEDULED workitem) against a server with a 1 s idle
+  timeout: the stream takes longer than that and must not be cut.
 
     python bench/cfind_10k.py [-n 10000] [--repeat 50]
 
@@ -19,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -31,10 +35,17 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE, evt
 
+from tdwii_cli.dicom import codec
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE
+from tdwii_cli.net import dimse
+from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.dimse import Command
+from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.pki.authority import init_pki
 from tdwii_cli.server.store import WorkitemStore
+from tdwii_cli.tls.context import build_client_context
+from tdwii_cli.tls.options import resolve
 from tdwii_cli.ups.matching import Query
 from tdwii_cli.ups.workitem import build_workitem
 
@@ -100,7 +111,9 @@ def sql_only(db: Path, query: Dataset, repeat: int) -> tuple[list[float], int]:
             start = time.perf_counter()
             compiled = Query.from_identifier(query)
             rows = store.select(compiled.where, compiled.params)
-            out = [compiled.response(w.dataset) for w in rows if compiled.post_filter(w.dataset)]
+            out = [
+                compiled.response_bytes(w.blob) for w in rows if compiled.post_filter_blob(w.blob)
+            ]  # what the server does
             times.append(time.perf_counter() - start)
             matches = len(out)
         plan = store.conn.execute(
@@ -127,71 +140,82 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def over_association(
-    work: Path, db: Path, query: Dataset, repeat: int, verbose: bool = False
-) -> tuple[list[float], int]:
-    port = free_port()
-    log = (work / "serve.log").open("wb")
-    cmd = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", str(port)]
-    cmd += ["-ba", "127.0.0.1", "--db", str(db), "-v" if verbose else "-q"]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        certs = work / "certs"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(certs / "rootCA" / "rootCA.pem")
-        node = certs / "clients" / "workitemcreator" / "workitemcreator"
-        ctx.load_cert_chain(f"{node}.pem", f"{node}.key")
-        ae = AE(ae_title="TDD")
-        ae.add_requested_context(UPS_PULL)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+class Served:
+    """`tdwii serve --mtls` on a database, in a subprocess, logging at -v to a file."""
 
-        def nodelay(event: object) -> None:
-            sock = event.assoc.dul.socket.socket  # type: ignore[attr-defined]
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+    def __init__(self, work: Path, db: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log = work / f"serve-{self.port}.log"
+        cmd = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", str(self.port)]
+        cmd += ["-ba", "127.0.0.1", "--db", str(db), "-v", *extra]
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=fh)
         deadline = time.monotonic() + 30
-        while True:
-            assoc = ae.associate(
-                "127.0.0.1",
-                port,
-                tls_args=(ctx, "localhost"),
-                evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
-            )
-            if assoc.is_established:
-                # pynetdicom's client naps 1 ms per reactor loop by default (as tdwii's scu)
-                assoc.dul._run_loop_delay = 0.0002
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tdwii serve did not answer: {proc.poll()}")
-            time.sleep(0.3)
-        times, matches = [], 0
-        server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
-        try:
-            for _ in range(repeat):
-                start = time.perf_counter()
-                found = 0
-                for status, _identifier in assoc.send_c_find(query, UPS_PULL):
-                    if status is None or "Status" not in status:
-                        raise RuntimeError("C-FIND: no response")
-                    if status.Status in (0xFF00, 0xFF01):
-                        found += 1
-                    elif status.Status != 0:
-                        raise RuntimeError(f"C-FIND status 0x{status.Status:04X}")
-                times.append(time.perf_counter() - start)
-                matches = found
-        finally:
-            assoc.release()
-        server_cpu = cpu_seconds(proc.pid) - server_cpu
-        client_cpu = time.process_time() - client_cpu
-        print(
-            f"CPU per C-FIND: server {server_cpu * 1000 / repeat:.1f} ms, "
-            f"pynetdicom client {client_cpu * 1000 / repeat:.1f} ms (2 cores shared)"
+        while "listening on" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tdwii serve did not start: {self.proc.poll()}")
+            time.sleep(0.05)
+
+    def server_times(self) -> list[float]:
+        """Seconds from each C-FIND-RQ received to its final response sent (its log)."""
+        found = re.findall(
+            r"sent C-FIND-RSP id=\d+ status 0x0000.* in ([0-9.]+) ms", self.log.read_text()
         )
-        return times, matches
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+        return [float(ms) / 1000 for ms in found]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def over_association(
+    work: Path, server: Served, query: Dataset, repeat: int
+) -> tuple[list[float], int, float]:
+    """`repeat` C-FINDs on one mTLS association with tdwii's own client: each one's time
+    from request to final response, the matches, the server's CPU per C-FIND."""
+    certs = work / "certs"
+    tls = resolve(
+        "client",
+        mtls=True,
+        ca=[certs / "rootCA" / "rootCA.pem"],
+        cert=certs / "clients" / "workitemcreator" / "workitemcreator.pem",
+        key=certs / "clients" / "workitemcreator" / "workitemcreator.key",
+    )
+    ctx = build_client_context(tls)
+    identifier = codec.encode(query, EXPLICIT_VR_LE)
+    options = ScuOptions(calling_aet="TDD", called_aet="UPSSCP")
+    times, matches = [], 0
+    with open_association("127.0.0.1", server.port, ctx, options, propose([UPS_PULL])) as assoc:
+        cx = assoc.context(UPS_PULL)
+        cpu0 = cpu_seconds(server.proc.pid)
+        for _ in range(repeat):
+            rq = Command(
+                dimse.C_FIND_RQ,
+                message_id=assoc.next_message_id(),
+                sop_class=UPS_PULL,
+                priority=0,
+                has_dataset=True,
+            )
+            start = time.perf_counter()
+            found = 0
+            for message in assoc.request(rq, identifier, cx):
+                status = message.command.status
+                if status in (0xFF00, 0xFF01):
+                    found += 1
+                elif status != 0:
+                    raise RuntimeError(f"C-FIND status 0x{status:04X}")
+            times.append(time.perf_counter() - start)
+            matches = found
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+    return times, matches, cpu / repeat
+
+
+def everything() -> Dataset:
+    """A universal query: every SCHEDULED workitem, the usual return keys."""
+    q = tdd_query(START, "TB00")
+    del q.ScheduledStationNameCodeSequence
+    q.ScheduledProcedureStepStartDateTime = ""
+    return q
 
 
 def main() -> None:
@@ -211,18 +235,32 @@ def main() -> None:
             print(f"filled {args.n} workitems in {time.perf_counter() - start:.1f} s")
         query = tdd_query(START + timedelta(days=4), "TB07")
         figures("SQL only (compile+select+respond)", *sql_only(db, query, args.repeat))
-        times, matches = over_association(work, db, query, args.repeat, args.v)
-        figures("C-FIND over mTLS (tdwii serve)", times, matches)
-        # the same query for a machine with no workitems: the fixed cost, no responses
-        empty = tdd_query(START + timedelta(days=4), "TB99")
-        none_times, none_matches = over_association(work, db, empty, args.repeat)
-        figures("C-FIND over mTLS, no match", none_times, none_matches)
-        if matches:
-            each = (statistics.median(times) - statistics.median(none_times)) / matches
-            print(f"per pending response: {each * 1000:.2f} ms (server + client, one association)")
-        if args.v:
-            lines = (work / "serve.log").read_text().splitlines()
-            print("\n".join([line for line in lines if "C-FIND" in line][-6:]))
+        server = Served(work, db)
+        try:
+            times, matches, cpu = over_association(work, server, query, args.repeat)
+            figures("C-FIND over mTLS (tdwii serve)", times, matches)
+            figures("  the same, at the server", server.server_times(), matches)
+            empty = tdd_query(START + timedelta(days=4), "TB99")
+            none_times, _none, none_cpu = over_association(work, server, empty, args.repeat)
+            figures("C-FIND over mTLS, no match", none_times, 0)
+            print(f"server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches), "
+                  f"{none_cpu * 1000:.2f} ms (no match)")  # fmt: skip
+            if matches:
+                each = (cpu - none_cpu) / matches
+                print(f"server CPU per pending response: {each * 1000:.3f} ms")
+        finally:
+            server.stop()
+        # a long stream with a short idle timeout: it must not be cut
+        server = Served(work, db, "-tn", "1")
+        try:
+            big, big_matches, big_cpu = over_association(work, server, everything(), 1)
+            per = (big_cpu - none_cpu) / max(1, big_matches)
+            print(
+                f"universal C-FIND with -tn 1: {big_matches} matches streamed in "
+                f"{big[0]:.1f} s, not cut; server CPU per pending response {per * 1000:.3f} ms"
+            )
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark: create N workitems from a folder over one mTLS association.
 
-    python bench/create_many.py [-n 1000] [--peer tdwii|pynetdicom] [--keep DIR]
+    python bench/create_many.py [-n 1000] [--peer both|tdwii|pynetdicom] [--runs 1] [--keep DIR]
 
 Makes a fresh PKI (`tdwii pki init`) and N workitem files in a temp folder,
 starts the peer on a loopback ephemeral port, then times the whole
 `tdwii create-workitem --mtls HOST PORT FOLDER` process (start-up, reading and
-checking the files, TLS, N N-CREATEs, release) and prints the wall time and rate.
+checking the files, TLS, N N-CREATEs, release) and prints the wall time, the rate
+and the server's CPU time (from /proc) per N-CREATE. With `--peer both` (the
+default) both peers run at once and the runs alternate between them.
 
 Peers: `tdwii` (default) is `tdwii serve --mtls` with its durable SQLite store;
 `pynetdicom` is a minimal in-memory UPS Push SCP (TCP_NODELAY, the same
@@ -16,6 +18,7 @@ N-CREATE checks, pynetdicom's own 1 ms polling) for comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -98,14 +101,47 @@ def make_items(folder: Path, n: int) -> None:
         write_part10(ds, folder / f"ups_{i:05}.dcm")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_peer(name: str, work: Path, certs: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    if name == "tdwii":
+        cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1",
+               "--db", str(work / f"bench-{port}.sqlite"), "-q"]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-c", MINIMAL_SCP, str(certs), str(port)]
+    peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL)
+    wait_port(port, peer)
+    return peer, port
+
+
+def one_run(work: Path, items: Path, port: int, fresh: bool) -> tuple[float, dict]:
+    client = [*TDWII, "create-workitem", "--mtls", "127.0.0.1", str(port),
+              str(items), "--json", "-q"]  # fmt: skip
+    if fresh:
+        client.append("--new-uid")
+    started = time.perf_counter()
+    result = subprocess.run(client, cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        print(result.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"create-workitem exited {result.returncode}")
+    return wall, json.loads(result.stdout)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="number of workitems (1000)")
-    parser.add_argument("--peer", choices=["tdwii", "pynetdicom"], default="tdwii")
+    parser.add_argument("--peer", choices=["tdwii", "pynetdicom", "both"], default="both")
     parser.add_argument("--runs", type=int, default=1, help="repeat (fresh UIDs each run)")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it")
     args = parser.parse_args()
 
+    names = ["tdwii", "pynetdicom"] if args.peer == "both" else [args.peer]
     with tempfile.TemporaryDirectory(prefix="tdwii-bench-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -117,41 +153,35 @@ def main() -> int:
             started = time.perf_counter()
             make_items(items, args.n)
             print(f"built {args.n} workitem files in {time.perf_counter() - started:.1f} s")
-        port = free_port()
-        if args.peer == "tdwii":
-            cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1",
-                   "--db", str(work / f"bench-{port}.sqlite"), "-q"]  # fmt: skip
-        else:
-            cmd = [sys.executable, "-c", MINIMAL_SCP, str(certs), str(port)]
-        peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL)
+        peers = {name: start_peer(name, work, certs) for name in names}
+        walls: dict[str, list[float]] = {name: [] for name in names}
         try:
-            wait_port(port, peer)
             for run in range(args.runs):
-                client = [*TDWII, "create-workitem", "--mtls", "127.0.0.1", str(port),
-                          str(items), "--json", "-q"]  # fmt: skip
-                if run:
-                    client.append("--new-uid")
-                started = time.perf_counter()
-                result = subprocess.run(client, cwd=work, capture_output=True, text=True)
-                wall = time.perf_counter() - started
-                if result.returncode != 0:
-                    print(result.stderr[-2000:], file=sys.stderr)
-                    print(f"create-workitem exited {result.returncode}", file=sys.stderr)
-                    return 1
-                import json
-
-                doc = json.loads(result.stdout)
-                print(
-                    f"peer={args.peer} n={args.n} created={doc['created']} "
-                    f"associations={doc['associations']} wall={wall:.2f} s "
-                    f"rate={args.n / wall:.0f}/s (whole process; in-process {doc['seconds']:.2f} s)"
-                )
+                for name, (peer, port) in peers.items():  # interleaved: same noise for both
+                    cpu0 = cpu_seconds(peer.pid)
+                    wall, doc = one_run(work, items, port, fresh=run > 0)
+                    cpu = cpu_seconds(peer.pid) - cpu0
+                    walls[name].append(wall)
+                    print(
+                        f"peer={name} n={args.n} created={doc['created']} "
+                        f"associations={doc['associations']} wall={wall:.2f} s "
+                        f"rate={args.n / wall:.0f}/s (whole process; in-process "
+                        f"{doc['seconds']:.2f} s), server CPU {cpu / args.n * 1000:.2f} ms "
+                        "per N-CREATE"
+                    )
         finally:
-            peer.terminate()
-            try:
-                peer.wait(10)
-            except subprocess.TimeoutExpired:
-                peer.kill()
+            for peer, _port in peers.values():
+                peer.terminate()
+                try:
+                    peer.wait(10)
+                except subprocess.TimeoutExpired:
+                    peer.kill()
+        if len(names) == 2:
+            best = {name: min(w) for name, w in walls.items()}
+            print(
+                f"tdwii serve / minimal pynetdicom SCP: "
+                f"{best['pynetdicom'] / best['tdwii']:.2f}x the rate (best run each)"
+            )
     return 0
 
 

@@ -12,14 +12,21 @@ every server.
 DCMTK leaves Nagle's algorithm on unless its environment has TCP_NODELAY=1, so
 storescp is measured both ways and its best is quoted.
 
-    python bench/serve_assoc.py [-n 300] [--warmup 20] [--skip-dcmtk]
+It also runs `bench/bare_tls_server.py`, the floor: tdwii's own TLS context, one
+thread per connection, fixed answers. Each server is measured with one client and
+with four client processes at once; the server's CPU time (user + system, from
+/proc) is divided by the associations it served.
 
-Prints p50/p90/p99 latency and the rate for each server and the ratio.
+    python bench/serve_assoc.py [-n 300] [--warmup 20] [--clients 1 4] [--rounds 3] [--skip-dcmtk]
+
+Prints p50/p90/p99 latency, the rate and server CPU per association for each
+server, and the ratios: tdwii's CPU to the floor's, tdwii's rate to DCMTK's best.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import socket
@@ -64,26 +71,65 @@ def client_context(certs: Path) -> ssl.SSLContext:
     return ctx
 
 
-def measure(ctx: ssl.SSLContext, port: int, n: int, warmup: int) -> dict[str, float]:
+def _clients_run(args: tuple[Path, int, int]) -> list[float]:
+    """One load-generating process: `n` associations in a row (for the pool)."""
+    certs, port, n = args
+    ctx = client_context(certs)
+    rq, echo = _pdus()
+    return [one_association(ctx, port, rq, echo) for _ in range(n)]
+
+
+def _pdus() -> tuple[bytes, bytes]:
     contexts = [pdu.PresentationContext(1, VERIFICATION, (IMPLICIT_VR_LE,))]
     rq = pdu.associate_rq("BENCH", "ANY-SCP", contexts)
     echo = dimse.encode_message(
         1, dimse.Command(dimse.C_ECHO_RQ, message_id=1, sop_class=VERIFICATION), None, 0
     )
-    for _ in range(warmup):
-        one_association(ctx, port, rq, echo)
-    times = []
-    begin = time.perf_counter()
-    for _ in range(n):
-        times.append(one_association(ctx, port, rq, echo))
-    total = time.perf_counter() - begin
-    times.sort()
+    return rq, echo
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    certs: Path, port: int, n: int, warmup: int, clients: int, pid: int
+) -> dict[str, float]:
+    """`n` associations from `clients` processes at once; latency, rate, server CPU each."""
+    per = max(1, n // clients)
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        pool.map(_clients_run, [(certs, port, max(1, warmup // clients))] * clients)
+        cpu0 = cpu_seconds(pid)
+        begin = time.perf_counter()
+        runs = pool.map(_clients_run, [(certs, port, per)] * clients)
+        total = time.perf_counter() - begin
+        cpu = cpu_seconds(pid) - cpu0
+    times = sorted(t for run in runs for t in run)
+    return summary(times, total, cpu)
+
+
+def summary(times: list[float], total: float, cpu: float) -> dict[str, float]:
+    """Latency percentiles (ms), rate and server CPU (ms) per association."""
+    times = sorted(times)
+    count = len(times)
     return {
         "p50": statistics.median(times) * 1000,
-        "p90": times[int(0.9 * (n - 1))] * 1000,
-        "p99": times[int(0.99 * (n - 1))] * 1000,
-        "rate": n / total,
+        "p90": times[int(0.9 * (count - 1))] * 1000,
+        "p99": times[int(0.99 * (count - 1))] * 1000,
+        "rate": count / total,
+        "cpu": cpu / count * 1000,
+        "total": total,
+        "cpu_total": cpu,
+        "times": times,  # type: ignore[dict-item]
     }
+
+
+def pooled(parts: list[dict[str, float]]) -> dict[str, float]:
+    """One summary of several rounds of the same server."""
+    times = [t for part in parts for t in part["times"]]  # type: ignore[attr-defined]
+    return summary(times, sum(p["total"] for p in parts), sum(p["cpu_total"] for p in parts))
 
 
 # -- servers ----------------------------------------------------------------------------
@@ -128,8 +174,8 @@ def dcmtk_storescp() -> str | None:
 
 def row(name: str, r: dict[str, float]) -> str:
     return (
-        f"{name:<42} p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
-        f"p99 {r['p99']:6.2f} ms  {r['rate']:7.1f} assoc/s"
+        f"{name:<38} p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
+        f"p99 {r['p99']:6.2f} ms  {r['rate']:7.1f} assoc/s  server CPU {r['cpu']:5.2f} ms"
     )
 
 
@@ -137,9 +183,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=300, help="associations measured per server")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     parser.add_argument("--skip-dcmtk", action="store_true")
     args = parser.parse_args()
 
+    here = Path(__file__).resolve().parent
     work = Path(tempfile.mkdtemp(prefix="tdwii-bench-"))
     try:
         subprocess.run(
@@ -149,48 +198,71 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         certs = work / "certs"
-        ctx = client_context(certs)
-        results: dict[str, dict[str, float]] = {}
-
-        port = free_port()
-        cmd = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", str(port)]
-        cmd += ["-ba", "127.0.0.1", "--db", str(work / "bench.sqlite"), "-q"]
-        proc = subprocess.Popen(cmd, cwd=work)
-        try:
-            wait_port(port, proc)
-            results["tdwii serve --mtls"] = measure(ctx, port, args.n, args.warmup)
-        finally:
-            stop(proc)
-
+        servers: dict[str, tuple[list[str], dict[str, str]]] = {}
+        port_token = "{port}"
+        db = str(work / "bench.sqlite")
+        tdwii = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", port_token,
+                 "-ba", "127.0.0.1", "--db", db, "-q"]  # fmt: skip
+        servers["tdwii serve --mtls"] = (tdwii, {})
+        servers["bare Python TLS server (floor)"] = (
+            [sys.executable, str(here / "bare_tls_server.py"), port_token],
+            {},
+        )
         storescp = None if args.skip_dcmtk else dcmtk_storescp()
         if storescp:
             server = certs / "servers" / "worklistmanager" / "worklistmanager"
             for nodelay in ("0", "1"):
-                port = free_port()
-                env = dict(os.environ, TCP_NODELAY=nodelay)
-                dcmtk_cmd = [storescp, "+tls", f"{server}.key", f"{server}.pem"]
-                dcmtk_cmd += ["+cf", str(certs / "rootCA" / "rootCA.pem"), str(port)]
-                proc = subprocess.Popen(dcmtk_cmd, cwd=work, env=env, stderr=subprocess.DEVNULL)
-                try:
-                    wait_port(port, proc)
-                    name = f"DCMTK storescp +tls (TCP_NODELAY={nodelay})"
-                    results[name] = measure(ctx, port, args.n, args.warmup)
-                finally:
-                    stop(proc)
+                cmd = [storescp, "+tls", f"{server}.key", f"{server}.pem"]
+                cmd += ["+cf", str(certs / "rootCA" / "rootCA.pem"), port_token]
+                servers[f"DCMTK storescp +tls (TCP_NODELAY={nodelay})"] = (
+                    cmd,
+                    {"TCP_NODELAY": nodelay},
+                )
         elif not args.skip_dcmtk:
             print("DCMTK storescp not found (apt-get install dcmtk); skipped", file=sys.stderr)
 
-        print(f"sequential mTLS associations (associate, C-ECHO, release), n={args.n}")
-        for name, r in results.items():
-            print(row(name, r))
-        dcmtk = [r for name, r in results.items() if name.startswith("DCMTK")]
-        if dcmtk:
-            best = max(dcmtk, key=lambda r: r["rate"])
-            ours = results["tdwii serve --mtls"]
+        # every server runs at once (idle, they cost nothing); the rounds interleave them
+        # so that a noisy neighbour on this machine hits them all alike
+        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        try:
+            for name, (template, env_extra) in servers.items():
+                port = free_port()
+                cmd = [str(port) if part == port_token else part for part in template]
+                env = dict(os.environ, **env_extra)
+                proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.DEVNULL)
+                procs[name] = (proc, port)
+                wait_port(port, proc)
+            for _ in range(args.rounds):
+                for clients in args.clients:
+                    for name, (proc, port) in procs.items():
+                        slow = "NODELAY=0" in name
+                        if slow and clients > 1:
+                            continue  # 90 ms a round trip: nothing to learn from more clients
+                        n = max(clients, args.n // args.rounds // (10 if slow else 1))
+                        runs.setdefault((name, clients), []).append(
+                            measure(certs, port, n, args.warmup, clients, proc.pid)
+                        )
+        finally:
+            for proc, _port in procs.values():
+                stop(proc)
+        results = {key: pooled(parts) for key, parts in runs.items()}
+
+        for clients in args.clients:
             print(
-                f"tdwii / best DCMTK: {ours['rate'] / best['rate']:.1f}x the rate, "
-                f"p50 {ours['p50']:.2f} ms vs {best['p50']:.2f} ms"
+                f"mTLS associations (associate, C-ECHO, release), {clients} client(s), n={args.n}"
             )
+            for (name, c), r in results.items():
+                if c == clients:
+                    print("  " + row(name, r))
+            ours = results[("tdwii serve --mtls", clients)]
+            floor = results[("bare Python TLS server (floor)", clients)]
+            dcmtk = [r for (name, c), r in results.items() if c == clients and "DCMTK" in name]
+            line = f"  tdwii CPU per association / floor: {ours['cpu'] / floor['cpu']:.2f}x"
+            if dcmtk:
+                best = max(dcmtk, key=lambda r: r["rate"])
+                line += f"; tdwii rate / best DCMTK: {ours['rate'] / best['rate']:.2f}x"
+            print(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 
 from conftest import (
     PKI_CLIENT,
@@ -409,3 +410,52 @@ def test_sigterm_with_stalled_peers_exits_within_the_grace(serve_workdir: Path) 
         if srv.proc.poll() is None:
             srv.proc.kill()
     assert "association aborted: the server is stopping" in srv.log_text()
+
+
+# -- the idle timer is for idle associations only ------------------------------------------
+
+
+def test_a_c_find_streaming_longer_than_the_idle_timeout_is_not_cut(serve_workdir: Path) -> None:
+    from tdwii_cli.dicom.uids import UPS_PULL
+
+    srv = start_tdwii_server(serve_workdir, "-tn", "0.5", db=serve_workdir / "stream.sqlite")
+    try:
+        ctx = build_client_context(tls_options(certs(srv), "client"))
+        options = ScuOptions(called_aet="UPSSCP")
+        with open_association(
+            srv.host, srv.port, ctx, options, propose([UPS_PUSH, UPS_PULL])
+        ) as assoc:
+            for i in range(200):
+                ds = build_workitem(patient_id=f"STREAM-{i}", patient_name="S^T", label="s")
+                rq = Command(
+                    dimse.N_CREATE_RQ,
+                    message_id=assoc.next_message_id(),
+                    sop_class=UPS_PUSH,
+                    sop_instance=str(ds.SOPInstanceUID),
+                    has_dataset=True,
+                )
+                data = codec.encode(ds, EXPLICIT_VR_LE)
+                assert next(assoc.request(rq, data, assoc.context(UPS_PUSH))).command.status == 0
+            query = Dataset()
+            query.PatientID = "STREAM-*"
+            query.ProcedureStepState = ""
+            find = Command(
+                dimse.C_FIND_RQ,
+                message_id=assoc.next_message_id(),
+                sop_class=UPS_PULL,
+                priority=0,
+                has_dataset=True,
+            )
+            begin = time.monotonic()
+            pending = 0
+            cx = assoc.context(UPS_PULL)
+            for message in assoc.request(find, codec.encode(query, cx.transfer_syntax), cx):
+                if message.command.status == 0xFF00:
+                    pending += 1
+                    time.sleep(0.005)  # a slow reader: the stream takes ~1 s
+                else:
+                    assert message.command.status == 0
+            assert pending == 200
+            assert time.monotonic() - begin > 0.9
+    finally:
+        assert srv.stop() == 0

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom import status as st
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE
 from tdwii_cli.dicom.values import valid_uid
 from tdwii_cli.net import dimse
 from tdwii_cli.net.dimse import Command
@@ -89,7 +90,11 @@ def too_large(command: Command) -> Reply:
 def response(request: Request, reply: Reply) -> tuple[Command, bytes | None]:
     """The response command set for `reply` and its data set (encoded), if any."""
     data = None
-    if reply.dataset is not None:
+    if reply.data is not None:
+        data = reply.data
+        if request.transfer_syntax != EXPLICIT_VR_LE:
+            data = codec.encode(codec.decode(data), request.transfer_syntax)
+    elif reply.dataset is not None:
         data = codec.encode(reply.dataset, request.transfer_syntax)
     fields: dict[str, object] = {"has_dataset": data is not None}
     if reply.comment and reply.status != st.SUCCESS:

@@ -58,10 +58,12 @@ class Request:
 
 @dataclass
 class Reply:
-    """The SCP's answer: a status (with an Error Comment), an optional data set, and the
-    Affected SOP Instance UID when the SCP chose it (N-CREATE without one)."""
+    """The SCP's answer: a status (with an Error Comment), an optional data set (as a
+    `Dataset`, or already encoded Explicit VR Little Endian in `data`), and the Affected
+    SOP Instance UID when the SCP chose it (N-CREATE without one)."""
 
     status: int
     comment: str = ""
     dataset: Dataset | None = None
     sop_instance: str = ""
+    data: bytes | None = field(default=None, repr=False)

@@ -291,11 +291,14 @@ class UpsScp:
                     log.info("C-FIND from %s canceled after %d match(es)", caller, count)
                     yield Reply(st.CANCEL)
                     return
-                ds = item.dataset
-                if not query.post_filter(ds):
+                if not query.post_filter_blob(item.blob):
                     continue
                 count += 1
-                yield Reply(st.PENDING, dataset=query.response(ds))
+                data = query.response_bytes(item.blob)  # no decoding when the keys allow
+                if data is not None:
+                    yield Reply(st.PENDING, data=data)
+                else:
+                    yield Reply(st.PENDING, dataset=query.response(item.dataset))
         finally:
             rows.close()
         log.info("C-FIND from %s: %d match(es)", caller, count)

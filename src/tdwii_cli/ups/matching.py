@@ -39,7 +39,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
-from tdwii_cli.dicom import tags
+from tdwii_cli.dicom import rawdataset, tags
+from tdwii_cli.dicom.codec import decode
 from tdwii_cli.dicom.values import normalise_dt, upper_dt
 
 __all__ = [
@@ -260,6 +261,9 @@ class Query:
     params: list[Any] = field(default_factory=list)
     residual: list[Matcher] = field(default_factory=list)
     in_sql: list[str] = field(default_factory=list)
+    residual_tags: list[int] = field(default_factory=list)  # the tags `residual` reads
+    _selection: rawdataset.Selection | None = field(default=None, repr=False)
+    _selection_made: bool = field(default=False, repr=False)
 
     @classmethod
     def from_identifier(cls, identifier: Dataset) -> Query:
@@ -267,6 +271,7 @@ class Query:
         clauses: list[str] = []
         params: list[Any] = []
         residual: list[Matcher] = []
+        residual_tags: list[int] = []
         in_sql: list[str] = []
         state_clause: str | None = None
         selective = False
@@ -297,21 +302,45 @@ class Query:
             matcher = _element_matcher(elem)
             if matcher is not None:
                 residual.append(matcher)
+                residual_tags.append(int(tag))
         if selective and state_clause is not None:
             # Procedure Step State is rarely selective: let SQLite seek on the station /
             # patient / UID index instead (a unary + keeps it off the state index).
             i = clauses.index(state_clause)
             clauses[i] = state_clause.replace("state", "+state", 1)
         where = " AND ".join(clauses) if clauses else "1"
-        return cls(identifier, where, params, residual, in_sql)
+        return cls(identifier, where, params, residual, in_sql, residual_tags)
 
     def post_filter(self, ds: Dataset) -> bool:
         """The residual (non-SQL) keys on a record that passed `where`."""
         return all(m(ds) for m in self.residual)
 
+    def post_filter_blob(self, blob: bytes) -> bool:
+        """`post_filter` on a record's stored bytes, decoding only the elements it reads."""
+        if not self.residual:
+            return True
+        try:
+            part = rawdataset.subset(blob, self.residual_tags)
+        except rawdataset.RawError:
+            return self.post_filter(decode(blob))
+        return self.post_filter(decode(part))
+
     def response(self, ds: Dataset) -> Dataset:
         """The pending response's identifier for record `ds` (see `response_identifier`)."""
         return response_identifier(self.identifier, ds)
+
+    def response_bytes(self, blob: bytes) -> bytes | None:
+        """The same identifier, Explicit VR Little Endian, cut from the stored bytes `blob`
+        of the record without decoding it; None when the keys do not allow it."""
+        if not self._selection_made:
+            self._selection = _selection(self.identifier)
+            self._selection_made = True
+        if self._selection is None:
+            return None
+        try:
+            return self._selection.pick(blob)
+        except rawdataset.RawError:
+            return None
 
 
 def _sql_condition(elem: DataElement) -> tuple[str, list[Any], bool] | None:
@@ -406,6 +435,29 @@ def _answer(qelem: DataElement, ds: Dataset) -> DataElement:
             items = [_filtered_item(query_items[0], it) for it in (elem.value or [])]
             return DataElement(tag, "SQ", Sequence(items))
     return elem
+
+
+def _selection(identifier: Dataset, top: bool = True) -> rawdataset.Selection | None:
+    """The keys of `identifier` as a `rawdataset.Selection` answering as
+    `response_identifier` does; None when a key's VR is not a plain one."""
+    keys: list[rawdataset.Key] = []
+    for qelem in identifier:
+        tag = qelem.tag
+        if tag == TRANSACTION_UID or tag.element == 0 or (top and tag == SPECIFIC_CHARACTER_SET):
+            continue
+        vr = str(qelem.VR).encode("ascii", "replace")
+        if vr not in rawdataset.KNOWN_VRS:
+            return None
+        sub = None
+        if qelem.VR == "SQ":
+            query_items = list(qelem.value or [])
+            if query_items and len(query_items[0]):
+                sub = _selection(query_items[0], top=False)
+                if sub is None:
+                    return None
+        keys.append(rawdataset.Key(int(tag), vr, sub))
+    always = (SPECIFIC_CHARACTER_SET, tags.SOP_INSTANCE_UID) if top else ()
+    return rawdataset.Selection(keys, always)
 
 
 def response_identifier(
