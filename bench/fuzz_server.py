@@ -280,8 +280,8 @@ def main() -> int:
                 print(log.read_text(errors="replace"), file=sys.stderr)
                 return 1
             time.sleep(0.05)
-        all_slots_free(port)  # warm up: the handshake pool's threads start on first use
-        time.sleep(0.3)
+        all_slots_free(port)  # warm up; then the association threads retire when idle
+        time.sleep(2.5)
         baseline = threads_of(proc.pid)
         begin = time.monotonic()
         stats = fuzz(port, args.seconds, args.seed, args.workers)
@@ -294,7 +294,7 @@ def main() -> int:
                 problems.append("C-ECHO failed after fuzzing")
             if not all_slots_free(port):
                 problems.append(f"{MAX_ASSOCIATIONS} associations at once were not all accepted")
-            time.sleep(0.5)
+            time.sleep(2.5)  # idle association threads retire
             now = threads_of(proc.pid)
             if now > baseline + 1:
                 problems.append(f"threads: {now} after fuzzing, {baseline} before")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tdwii_cli.net import pdu
 from tdwii_cli.net.pdu import ProtocolError
@@ -111,14 +111,15 @@ class Command:
 
     def response(self, status: int, **fields: object) -> Command:
         """The response to this request with `status` (and other fields of the response)."""
-        rsp = Command(
-            field=self.field | 0x8000,
-            responding_to=self.message_id,
-            sop_class=self.sop_class,
-            sop_instance=self.sop_instance if self.field not in (C_ECHO_RQ, C_FIND_RQ) else "",
-            status=status,
-        )
-        return replace(rsp, **fields)  # type: ignore[arg-type]
+        values: dict[str, object] = {
+            "field": self.field | 0x8000,
+            "responding_to": self.message_id,
+            "sop_class": self.sop_class,
+            "sop_instance": self.sop_instance if self.field not in (C_ECHO_RQ, C_FIND_RQ) else "",
+            "status": status,
+        }
+        values.update(fields)
+        return Command(**values)  # type: ignore[arg-type]
 
     def encode(self) -> bytes:
         """The command set, Implicit VR Little Endian, elements in ascending order."""

@@ -11,6 +11,7 @@ bytes and the contexts accepted, by id).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,14 +59,20 @@ class Negotiated:
     peer_max_pdu: int = 0
 
 
+_NOT_IN_AE = re.compile(rb"[^\x20-\x5b\x5d-\x7e]")  # control, backslash, non-ASCII
+
+
 def _ae_problem(raw: bytes) -> str:
     """Why 16 bytes are not an AE title ('' when they are one)."""
-    text = raw.decode("latin-1").strip(" ")
-    if not text:
+    if not raw.strip(b" "):
         return "is empty"
-    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in text):
+    if _NOT_IN_AE.search(raw):
         return "holds control characters, a backslash or non-ASCII bytes"
     return ""
+
+
+# the A-ASSOCIATE-AC (its AE titles to be replaced), the contexts accepted and rejected
+_Decision = tuple[bytes, dict[int, AcceptedContext], list[tuple[str, str]]]
 
 
 class Acceptance:
@@ -85,27 +92,10 @@ class Acceptance:
         self.require_called = require_called
         self._rank = {ts: i for i, ts in enumerate(transfer_syntaxes)}
         self._abstract = frozenset(abstract_syntaxes)
+        self._decided: dict[object, _Decision] = {}  # a device proposes the same each time
 
-    def answer(self, rq: pdu.AssociateRQ) -> Negotiated | Refusal:
-        """The A-ASSOCIATE-AC for `rq`, or why it is refused."""
-        if not rq.protocol_version & 1:
-            return Refusal(PERMANENT, SERVICE_PROVIDER_ACSE, 2, "protocol version not supported")
-        if rq.application_context != APPLICATION_CONTEXT:
-            return Refusal(PERMANENT, SERVICE_USER, 2, "application context name not supported")
-        problem = _ae_problem(rq.raw_calling)
-        if problem:
-            return Refusal(PERMANENT, SERVICE_USER, 3, f"the calling AE title {problem}")
-        problem = _ae_problem(rq.raw_called)
-        if problem:
-            return Refusal(PERMANENT, SERVICE_USER, 7, f"the called AE title {problem}")
-        if self.require_called and rq.called != self.ae_title:
-            return Refusal(
-                PERMANENT, SERVICE_USER, 7, f"called AE title is not ours ({self.ae_title})"
-            )
-        if 0 < rq.max_pdu < MIN_PEER_PDU:
-            return Refusal(
-                PERMANENT, SERVICE_USER, 1, f"the requestor's maximum PDU {rq.max_pdu} is too small"
-            )
+    def _decide(self, rq: pdu.AssociateRQ) -> _Decision:
+        """The AC for `rq`'s proposals: each context's result and the roles."""
         results: list[tuple[int, int, str]] = []
         accepted: dict[int, AcceptedContext] = {}
         rejected: list[tuple[str, str]] = []
@@ -131,9 +121,41 @@ class Acceptance:
         for uid, (scu, _scp) in rq.roles.items():
             if uid in self._abstract and scu:
                 roles.append((uid, 1, 0))  # requestor as SCU, never as SCP
+        return pdu.associate_ac(rq, results, self.max_pdu, roles), accepted, rejected
+
+    def answer(self, rq: pdu.AssociateRQ) -> Negotiated | Refusal:
+        """The A-ASSOCIATE-AC for `rq`, or why it is refused."""
+        if not rq.protocol_version & 1:
+            return Refusal(PERMANENT, SERVICE_PROVIDER_ACSE, 2, "protocol version not supported")
+        if rq.application_context != APPLICATION_CONTEXT:
+            return Refusal(PERMANENT, SERVICE_USER, 2, "application context name not supported")
+        problem = _ae_problem(rq.raw_calling)
+        if problem:
+            return Refusal(PERMANENT, SERVICE_USER, 3, f"the calling AE title {problem}")
+        problem = _ae_problem(rq.raw_called)
+        if problem:
+            return Refusal(PERMANENT, SERVICE_USER, 7, f"the called AE title {problem}")
+        if self.require_called and rq.called != self.ae_title:
+            return Refusal(
+                PERMANENT, SERVICE_USER, 7, f"called AE title is not ours ({self.ae_title})"
+            )
+        if 0 < rq.max_pdu < MIN_PEER_PDU:
+            return Refusal(
+                PERMANENT, SERVICE_USER, 1, f"the requestor's maximum PDU {rq.max_pdu} is too small"
+            )
+        key = (tuple(rq.contexts), tuple(sorted(rq.roles.items())))
+        decided = self._decided.get(key)
+        if decided is None:
+            decided = self._decide(rq)
+            if len(self._decided) >= 256:
+                self._decided.clear()
+            self._decided[key] = decided
+        template, accepted, rejected = decided
+        # the AC differs from one request to the next only in the two AE titles
+        ac = template[:10] + rq.raw_called.ljust(16) + rq.raw_calling.ljust(16) + template[42:]
         return Negotiated(
-            ac=pdu.associate_ac(rq, results, self.max_pdu, roles),
-            contexts=accepted,
-            rejected=rejected,
+            ac=ac,
+            contexts=dict(accepted),
+            rejected=list(rejected),
             peer_max_pdu=rq.max_pdu,
         )

@@ -10,6 +10,8 @@ caller allows before reading its body.
 
 from __future__ import annotations
 
+import functools
+import re
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -212,11 +214,14 @@ class AssociateRQ:
     raw_calling: bytes = b""
 
 
+_UID = re.compile(rb"[0-9.]{1,64}")
+
+
 def _uid_text(raw: bytes, what: str) -> str:
-    text = raw.rstrip(b"\0 ").decode("ascii", "replace")
-    if not text or len(text) > 64 or not all(c in "0123456789." for c in text):
+    raw = raw.rstrip(b"\0 ")
+    if not _UID.fullmatch(raw):
         raise ProtocolError(f"{what} is not a UID")
-    return text
+    return raw.decode("ascii")
 
 
 def _text(raw: bytes) -> str:
@@ -230,16 +235,33 @@ def parse_associate_rq(payload: bytes) -> AssociateRQ:
     if len(payload) < 68:
         raise ProtocolError("A-ASSOCIATE-RQ too short")
     version = struct.unpack(">H", payload[0:2])[0]
-    rq = AssociateRQ(
+    context, contexts, max_pdu, uid, name, roles = _variable_items(payload[68:])
+    return AssociateRQ(
         protocol_version=version,
         called=payload[4:20].decode("latin-1").strip(" "),
         calling=payload[20:36].decode("latin-1").strip(" "),
-        application_context="",
+        application_context=context,
+        contexts=list(contexts),
+        max_pdu=max_pdu,
+        implementation_class_uid=uid,
+        implementation_version=name,
+        roles=dict(roles),
         raw_called=payload[4:20],
         raw_calling=payload[20:36],
     )
+
+
+_Items = tuple[
+    str, tuple[PresentationContext, ...], int, str, str, tuple[tuple[str, tuple[int, int]], ...]
+]
+
+
+@functools.lru_cache(maxsize=256)
+def _variable_items(data: bytes) -> _Items:
+    """The items of an A-ASSOCIATE-RQ (remembered: a device proposes the same each time)."""
+    rq = AssociateRQ(0, "", "", "")
     seen: set[int] = set()
-    for item_type, body in _strict_items(payload[68:], "A-ASSOCIATE-RQ"):
+    for item_type, body in _strict_items(data, "A-ASSOCIATE-RQ"):
         if item_type == 0x10:
             rq.application_context = _text(body)
         elif item_type == 0x20:
@@ -265,7 +287,14 @@ def parse_associate_rq(payload: bytes) -> AssociateRQ:
         raise ProtocolError("A-ASSOCIATE-RQ without an application context")
     if not rq.contexts:
         raise ProtocolError("A-ASSOCIATE-RQ without a presentation context")
-    return rq
+    return (
+        rq.application_context,
+        tuple(rq.contexts),
+        rq.max_pdu,
+        rq.implementation_class_uid,
+        rq.implementation_version,
+        tuple(rq.roles.items()),
+    )
 
 
 def _user_information(body: bytes, rq: AssociateRQ) -> None:

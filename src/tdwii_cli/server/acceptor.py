@@ -34,6 +34,7 @@ from tdwii_cli.server.frontend import Arrival, Frontend
 from tdwii_cli.server.limits import Limits, LimitSettings
 from tdwii_cli.server.session import Session, SessionSettings
 from tdwii_cli.server.ups_scp import UpsScp
+from tdwii_cli.server.workers import JobThreads
 
 log = logging.getLogger("tdwii.serve")
 
@@ -112,7 +113,8 @@ class Acceptor:
         self.listener: socket.socket | None = None
         self.frontend: Frontend | None = None
         self._thread: threading.Thread | None = None
-        self._sessions: dict[Session, threading.Thread] = {}
+        self._sessions: dict[Session, threading.Event] = {}  # set when it has ended
+        self._threads = JobThreads("tdwii-assoc")
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -160,12 +162,8 @@ class Acceptor:
                 self._refuse(arrival, LOCAL_LIMIT, calling, slots=True)
                 return
             session = Session(arrival, answer, rq.calling, rq.called, self.scp, self.settings)
-            thread = threading.Thread(
-                target=self._run_session, args=(session,), name=f"tdwii-assoc {arrival.peer}"
-            )
-            thread.daemon = True
-            self._sessions[session] = thread
-        thread.start()
+            self._sessions[session] = threading.Event()
+        self._threads.start(self._run_session, session)
 
     def _run_session(self, session: Session) -> None:
         try:
@@ -173,7 +171,9 @@ class Acceptor:
         finally:
             self.limits.free_slot(session.host)
             with self._lock:
-                self._sessions.pop(session, None)
+                done = self._sessions.pop(session, None)
+            if done is not None:
+                done.set()
 
     def _refuse(
         self, arrival: Arrival, refusal: Refusal, calling: str, slots: bool = False
@@ -215,16 +215,15 @@ class Acceptor:
             running = dict(self._sessions)
         if running:
             log.warning("waiting up to %g s for %d association(s)", grace, len(running))
-        for thread in running.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        late = [session for session, thread in running.items() if thread.is_alive()]
+        for done in running.values():
+            done.wait(max(0.0, deadline - time.monotonic()))
+        late = [session for session, done in running.items() if not done.is_set()]
         for session in late:
             session.abort()  # its read returns now; it sends an A-ABORT and closes
         for session in late:
-            running[session].join(0.5)
-            if running[session].is_alive():
+            if not running[session].wait(0.5):
                 session.abort(hard=True)  # a send the peer does not read
-                running[session].join(0.5)
+                running[session].wait(0.5)
 
 
 def _who(arrival: Arrival) -> str:

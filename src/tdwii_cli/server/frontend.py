@@ -24,13 +24,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net import pdu
 from tdwii_cli.net.sockets import format_peer, set_nodelay
 from tdwii_cli.server.limits import Limits, host_key
+from tdwii_cli.server.workers import StepPool
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
 
 log = logging.getLogger("tdwii.serve")
@@ -85,10 +85,7 @@ class Frontend:
         self.handshake_timeout = handshake_timeout
         self.artim = artim
         self._selector = selectors.DefaultSelector()
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers or max(2, min(8, os.cpu_count() or 2)),
-            thread_name_prefix="tdwii-handshake",
-        )
+        self._pool = StepPool(workers or max(2, min(8, os.cpu_count() or 2)), "tdwii-handshake")
         self._waiting: set[_Pending] = set()  # registered with the selector
         self._returns: list[tuple[_Pending, int]] = []  # back from a step: (conn, events)
         self._returns_lock = threading.Lock()
@@ -230,7 +227,7 @@ class Frontend:
                 self._selector.unregister(conn.sock)
             self._drop(conn, "", quiet=True)
         self._waiting.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown()
         self._take_returns()  # steps that finished meanwhile
         with contextlib.suppress(Exception):
             self._selector.close()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 def host_key(address: str) -> str:
     """The host a peer address counts against (see the module docstring)."""
+    if ":" not in address:  # IPv4 as the socket gives it: nothing to normalise
+        return address
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
