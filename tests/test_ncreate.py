@@ -6,8 +6,12 @@ import warnings
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
+from tdwii_cli.dicom import codec
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from tdwii_cli.dicom.values import valid_dt
 from tdwii_cli.ups import ncreate
 from tdwii_cli.ups.ncreate import Problem, check_ncreate, complete_type2, first_status
@@ -24,14 +28,41 @@ def _good() -> Dataset:
     )
 
 
-def _statuses(ds: Dataset) -> list[int]:
+def _undefined_lengths(ds: Dataset) -> bytes:
+    """`ds` Explicit VR LE with every sequence and item of undefined length."""
+    copy = codec.decode(codec.encode(ds))
+    for elem in copy.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, copy)
+    return fp.getvalue()
+
+
+def _checked(ds: Dataset) -> list[Problem]:
+    """`check_ncreate(ds)`, asserted to be the same on `ds` as a server receives it (its
+    sequences read from their bytes, defined and undefined lengths) and in Implicit VR."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the invalid values we set on purpose
-        return [p.status for p in check_ncreate(ds)]
+        problems = check_ncreate(ds)
+        for blob, syntax in [
+            (codec.encode(ds), EXPLICIT_VR_LE),
+            (_undefined_lengths(ds), EXPLICIT_VR_LE),
+            (codec.encode(ds, IMPLICIT_VR_LE), IMPLICIT_VR_LE),
+        ]:
+            assert check_ncreate(codec.decode(blob, syntax)) == problems
+    return problems
+
+
+def _statuses(ds: Dataset) -> list[int]:
+    return [p.status for p in _checked(ds)]
 
 
 def test_built_workitem_has_no_problem() -> None:
-    assert check_ncreate(_good()) == []
+    assert _checked(_good()) == []
     assert first_status([]) == 0
 
 
@@ -42,7 +73,7 @@ def test_minimal_type1_only_dataset_passes() -> None:
     ds.InputReadinessState = "INCOMPLETE"
     ds.ScheduledProcedureStepStartDateTime = "20250310"
     ds.ProcedureStepState = "SCHEDULED"
-    assert check_ncreate(ds) == []
+    assert _checked(ds) == []
 
 
 @pytest.mark.parametrize("state", ["COMPLETED", "IN PROGRESS", "CANCELED"])
@@ -50,7 +81,7 @@ def test_state_not_scheduled_is_c309_first(state: str) -> None:
     ds = _good()
     ds.ProcedureStepState = state
     del ds.ProcedureStepLabel
-    problems = check_ncreate(ds)
+    problems = _checked(ds)
     assert problems[0] == Problem(0xC309, f"Procedure Step State is {state}, not SCHEDULED")
     assert first_status(problems) == 0xC309
     assert 0x0120 in [p.status for p in problems]
@@ -60,7 +91,7 @@ def test_state_not_scheduled_is_c309_first(state: str) -> None:
 def test_missing_type1_is_0120(keyword: str) -> None:
     ds = _good()
     delattr(ds, keyword)
-    problems = check_ncreate(ds)
+    problems = _checked(ds)
     assert [p.status for p in problems] == [0x0120]
     assert keyword in problems[0].message
 
@@ -94,7 +125,7 @@ def test_invalid_values_are_0106(keyword: str, value: str) -> None:
 def test_empty_transaction_uid_is_fine() -> None:
     ds = _good()
     ds.TransactionUID = ""
-    assert check_ncreate(ds) == []
+    assert _checked(ds) == []
 
 
 def test_type1_inside_sequences() -> None:
@@ -102,7 +133,7 @@ def test_type1_inside_sequences() -> None:
     del ds.ScheduledWorkitemCodeSequence[0].CodeMeaning
     del ds.InputInformationSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
     ds.ScheduledProcessingParametersSequence[0].ValueType = ""
-    problems = check_ncreate(ds)
+    problems = _checked(ds)
     assert sorted(p.status for p in problems) == [0x0120, 0x0120, 0x0121]
     text = " ".join(p.message for p in problems)
     assert "ScheduledWorkitemCodeSequence[1].CodeMeaning" in text

@@ -459,3 +459,26 @@ def test_a_c_find_streaming_longer_than_the_idle_timeout_is_not_cut(serve_workdi
             assert time.monotonic() - begin > 0.9
     finally:
         assert srv.stop() == 0
+
+
+def test_control_characters_in_command_uids_are_escaped_in_the_log(server: TdwiiServer) -> None:
+    start = len(server.log_text())
+    sock = tls_connect(server)
+    contexts = [pdu.PresentationContext(1, UPS_PUSH, (EXPLICIT_VR_LE,))]
+    sock.sendall(pdu.associate_rq("ATTACKER", "UPSSCP", contexts))
+    assert pdu.read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
+    evil = b"1.2\x1b[31m\nFAKE LINE"
+    create = _command_set(
+        _element(0x0002, evil + b"\0" * (len(evil) % 2)),
+        _element(0x0100, struct.pack("<H", dimse.N_CREATE_RQ)),
+        _element(0x0110, struct.pack("<H", 3)),
+        _element(0x0800, struct.pack("<H", 0)),
+    )
+    data = codec.encode(build_workitem(patient_id="E", patient_name="E^E", label="e"))
+    sock.sendall(pdu.p_data(1, create, data, 16384))
+    sock.settimeout(3)
+    assert dimse.read_message(sock).command.status == 0x0118  # no such SOP Class
+    sock.close()
+    text = server.wait_log("is not UPS Push", start)
+    assert "\x1b" not in text and "\nFAKE LINE" not in text
+    assert "1.2\\x1b[31m\\nFAKE LINE" in text

@@ -51,6 +51,19 @@ class _PlainFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
 
 
+class _OneLine(logging.Filter):
+    """Every log line one line of printable text: a control character, whatever put it in
+    the message (an AE title, a UID, a value a peer sent), is escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            from tdwii_cli.net.log import printable
+
+            record.msg, record.args = printable(message), None
+        return True
+
+
 def setup_logging(level: int, debug: bool = False) -> None:
     """Route the `tdwii` and `pynetdicom` loggers to stderr at `level` (pynetdicom: -d only)."""
     global _debug
@@ -61,6 +74,7 @@ def setup_logging(level: int, debug: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_PlainFormatter())
+    handler.addFilter(_OneLine())
     for name in (LOGGER_NAME, "pynetdicom"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

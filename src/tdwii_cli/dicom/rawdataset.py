@@ -109,7 +109,11 @@ def scan(data: bytes, start: int = 0, end: int | None = None) -> dict[int, RawEl
 
 def items(data: bytes, seq: RawElement) -> Iterable[tuple[int, int]]:
     """(first byte, end) of each item's content in sequence element `seq`."""
-    pos, limit = seq.value, seq.end
+    return value_items(data, seq.value, seq.end)
+
+
+def value_items(data: bytes, pos: int, limit: int) -> Iterable[tuple[int, int]]:
+    """(first byte, end) of each item's content in the sequence value `data[pos:limit]`."""
     while pos + 8 <= limit:
         tag = _tag(data, pos)
         (length,) = struct.unpack_from("<L", data, pos + 4)
@@ -123,7 +127,11 @@ def items(data: bytes, seq: RawElement) -> Iterable[tuple[int, int]]:
             pos += length
             continue
         begin = pos
-        while _tag(data, pos) != ITEM_END:
+        while True:
+            if pos + 8 > limit:
+                raise RawError("an item without its end")
+            if _tag(data, pos) == ITEM_END:
+                break
             pos = _element(data, pos, limit).end
         yield begin, pos
         pos += 8

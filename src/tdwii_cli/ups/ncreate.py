@@ -32,7 +32,9 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
+from tdwii_cli.dicom import codec, rawdataset
 from tdwii_cli.dicom.status import (
     INVALID_ATTRIBUTE_VALUE,
     MISSING_ATTRIBUTE,
@@ -122,18 +124,61 @@ _TAGS: dict[str, tuple[int, str]] = {}
 _RAW_VRS = frozenset(("AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "SH", "LO"))
 
 
-def _get(ds: Dataset, keyword: str) -> object:
-    """The value of `keyword` in `ds`, or `_MISSING`.
+class _RawItem:
+    """A sequence item still as Explicit VR Little Endian bytes, read as `_get` reads a
+    `Dataset`: short strings from their bytes, nested sequences as more `_RawItem`s,
+    anything else decoded by pydicom when asked for. Building pydicom's items is
+    most of a workitem's check otherwise."""
 
-    Short strings still undecoded are read from their bytes (stripped of padding)
-    without converting the element; everything else is pydicom's value.
-    """
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        self._data = data
+        self._elements = rawdataset.scan(data, start, end)
+
+    def get_item(self, tag: int) -> RawDataElement | None:
+        e = self._elements.get(tag)
+        if e is None:
+            return None
+        value = self._data[e.value : e.end]
+        return RawDataElement(
+            BaseTag(tag), e.vr.decode("ascii"), len(value), value, e.value, False, True
+        )
+
+    def __getitem__(self, tag: int) -> _Value:
+        e = self._elements[tag]
+        if e.vr == b"SQ":
+            return _Value(_raw_items(self._data, e.value, e.end))
+        return _Value(codec.decode(self._data[e.start : e.end])[tag].value)
+
+
+_Item = Dataset | _RawItem
+
+
+def _tag_of(keyword: str) -> tuple[int, str]:
+    """(tag, dictionary VR) of `keyword`, remembered."""
     cached = _TAGS.get(keyword)
     if cached is None:
         tag = tag_for_keyword(keyword)
         assert tag is not None, keyword
         cached = _TAGS[keyword] = (tag, dictionary_VR(tag))
-    tag, vr = cached
+    return cached
+
+
+class _Value:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _raw_items(data: bytes, start: int, end: int) -> list[_RawItem]:
+    return [_RawItem(data, a, b) for a, b in rawdataset.value_items(data, start, end)]
+
+
+def _get(ds: _Item, keyword: str) -> object:
+    """The value of `keyword` in `ds`, or `_MISSING`.
+
+    Short strings still undecoded are read from their bytes (stripped of padding)
+    without converting the element; everything else is pydicom's value.
+    """
+    tag, vr = _tag_of(keyword)
     elem = ds.get_item(tag)
     if elem is None:
         return _MISSING
@@ -152,21 +197,21 @@ def _empty_value(value: object) -> bool:
     return False
 
 
-def _is_empty(ds: Dataset, keyword: str) -> bool:
+def _is_empty(ds: _Item, keyword: str) -> bool:
     return _empty_value(_get(ds, keyword))
 
 
-def _has(ds: Dataset, keyword: str) -> bool:
+def _has(ds: _Item, keyword: str) -> bool:
     """Present with a non-empty value."""
     return not _empty_value(_get(ds, keyword))
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _text(ds: _Item, keyword: str) -> str:
     value = _get(ds, keyword)
     return "" if value is None or value is _MISSING else str(value).strip()
 
 
-def _require(ds: Dataset, keywords: Iterable[str], where: str = "") -> list[Problem]:
+def _require(ds: _Item, keywords: Iterable[str], where: str = "") -> list[Problem]:
     """0120/0121 problems for the Type 1 `keywords` of `ds` (`where` names the item)."""
     problems = []
     for keyword in keywords:
@@ -179,14 +224,29 @@ def _require(ds: Dataset, keywords: Iterable[str], where: str = "") -> list[Prob
     return problems
 
 
-def _items(ds: Dataset, keyword: str) -> list[tuple[int, Dataset]]:
+def _items(ds: _Item, keyword: str) -> list[tuple[int, _Item]]:
+    elem = ds.get_item(_tag_of(keyword)[0])
+    if (
+        isinstance(elem, RawDataElement)
+        and elem.VR == "SQ"
+        and not elem.is_implicit_VR
+        and elem.is_little_endian
+        and isinstance(elem.value, bytes)
+    ):
+        try:  # the items straight from their bytes
+            found: list[_Item] = list(_raw_items(elem.value, 0, len(elem.value)))
+            return list(enumerate(found, start=1))
+        except rawdataset.RawError:
+            pass  # pydicom decides what they are
     value = _get(ds, keyword)
     if not isinstance(value, Sequence | list):
         return []
-    return [(i, item) for i, item in enumerate(value, start=1) if isinstance(item, Dataset)]
+    return [
+        (i, item) for i, item in enumerate(value, start=1) if isinstance(item, Dataset | _RawItem)
+    ]
 
 
-def _check_codes(ds: Dataset, keyword: str, where: str = "") -> list[Problem]:
+def _check_codes(ds: _Item, keyword: str, where: str = "") -> list[Problem]:
     """Code Sequence Macro: Code Value (or Long/URN), Coding Scheme Designator, Code Meaning."""
     problems = []
     for i, item in _items(ds, keyword):
