@@ -14,7 +14,7 @@ quarter of them already COMPLETED), then measures the same query two ways:
 - a universal query (every SCHEDULED workitem) against a server with a 1 s idle
   timeout: the stream takes longer than that and must not be cut.
 
-    python bench/cfind_10k.py [-n 10000] [--repeat 50]
+    python bench/cfind_10k.py [-n 10000] [--repeat 50] [--db FILE] [--baseline SRC]
 
 Prints p50/p90/max in milliseconds and the number of matches.
 """
@@ -143,13 +143,16 @@ def cpu_seconds(pid: int) -> float:
 class Served:
     """`tdwii serve --mtls` on a database, in a subprocess, logging at -v to a file."""
 
-    def __init__(self, work: Path, db: Path, *extra: str) -> None:
+    def __init__(self, work: Path, db: Path, *extra: str, src: Path | None = None) -> None:
         self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(src.resolve())) if src else None
         self.log = work / f"serve-{self.port}.log"
         cmd = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", str(self.port)]
         cmd += ["-ba", "127.0.0.1", "--db", str(db), "-v", *extra]
         with self.log.open("wb") as fh:
-            self.proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=fh)
+            self.proc = subprocess.Popen(
+                cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=fh, env=env
+            )
         deadline = time.monotonic() + 30
         while "listening on" not in self.log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -223,7 +226,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000, help="workitems in the store")
     parser.add_argument("--repeat", type=int, default=50, help="queries measured each way")
     parser.add_argument("--db", type=Path, help="reuse (or keep) this filled database")
-    parser.add_argument("-v", action="store_true", help="serve with -v; print its C-FIND lines")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run the typical query against the tdwii serve in this src folder",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tdwii-cfind-") as tmp:
         work = Path(tmp)
@@ -250,6 +258,16 @@ def main() -> None:
                 print(f"server CPU per pending response: {each * 1000:.3f} ms")
         finally:
             server.stop()
+        if args.baseline:
+            base = Served(work, db, src=args.baseline)
+            try:
+                times, matches, cpu = over_association(work, base, query, args.repeat)
+                figures("baseline: C-FIND over mTLS", times, matches)
+                if base.server_times():  # (an older server may not log its final response)
+                    figures("  the same, at the server", base.server_times(), matches)
+                print(f"baseline server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches)")
+            finally:
+                base.stop()
         # a long stream with a short idle timeout: it must not be cut
         server = Served(work, db, "-tn", "1")
         try:

@@ -2,6 +2,7 @@
 """Benchmark: create N workitems from a folder over one mTLS association.
 
     python bench/create_many.py [-n 1000] [--peer both|tdwii|pynetdicom] [--runs 1] [--keep DIR]
+                                [--baseline SRC]
 
 Makes a fresh PKI (`tdwii pki init`) and N workitem files in a temp folder,
 starts the peer on a loopback ephemeral port, then times the whole
@@ -107,14 +108,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_peer(name: str, work: Path, certs: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_peer(
+    name: str, work: Path, certs: Path, baseline: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    if name == "tdwii":
+    env = dict(os.environ)
+    if name == "baseline" and baseline is not None:
+        env["PYTHONPATH"] = str(baseline.resolve())
+    if name in ("tdwii", "baseline"):
         cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1",
                "--db", str(work / f"bench-{port}.sqlite"), "-q"]  # fmt: skip
     else:
         cmd = [sys.executable, "-c", MINIMAL_SCP, str(certs), str(port)]
-    peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL)
+    peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, env=env)
     wait_port(port, peer)
     return peer, port
 
@@ -139,9 +145,17 @@ def main() -> int:
     parser.add_argument("--peer", choices=["tdwii", "pynetdicom", "both"], default="both")
     parser.add_argument("--runs", type=int, default=1, help="repeat (fresh UIDs each run)")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run the tdwii serve in this src folder (e.g. a worktree of an older commit)",
+    )
     args = parser.parse_args()
 
     names = ["tdwii", "pynetdicom"] if args.peer == "both" else [args.peer]
+    if args.baseline:
+        names.append("baseline")
     with tempfile.TemporaryDirectory(prefix="tdwii-bench-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -153,7 +167,7 @@ def main() -> int:
             started = time.perf_counter()
             make_items(items, args.n)
             print(f"built {args.n} workitem files in {time.perf_counter() - started:.1f} s")
-        peers = {name: start_peer(name, work, certs) for name in names}
+        peers = {name: start_peer(name, work, certs, args.baseline) for name in names}
         walls: dict[str, list[float]] = {name: [] for name in names}
         try:
             for run in range(args.runs):
@@ -176,7 +190,7 @@ def main() -> int:
                     peer.wait(10)
                 except subprocess.TimeoutExpired:
                     peer.kill()
-        if len(names) == 2:
+        if "tdwii" in names and "pynetdicom" in names:
             best = {name: min(w) for name, w in walls.items()}
             print(
                 f"tdwii serve / minimal pynetdicom SCP: "

@@ -18,6 +18,7 @@ with four client processes at once; the server's CPU time (user + system, from
 /proc) is divided by the associations it served.
 
     python bench/serve_assoc.py [-n 300] [--warmup 20] [--clients 1 4] [--rounds 3] [--skip-dcmtk]
+                                [--baseline SRC]
 
 Prints p50/p90/p99 latency, the rate and server CPU per association for each
 server, and the ratios: tdwii's CPU to the floor's, tdwii's rate to DCMTK's best.
@@ -186,6 +187,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
     parser.add_argument("--skip-dcmtk", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also measure the tdwii in this src folder (e.g. a worktree of an older commit)",
+    )
     args = parser.parse_args()
 
     here = Path(__file__).resolve().parent
@@ -204,6 +211,13 @@ def main() -> int:
         tdwii = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", port_token,
                  "-ba", "127.0.0.1", "--db", db, "-q"]  # fmt: skip
         servers["tdwii serve --mtls"] = (tdwii, {})
+        if args.baseline:
+            base_db = str(work / "baseline.sqlite")
+            base_cmd = [part if part != db else base_db for part in tdwii]
+            servers["baseline tdwii serve --mtls"] = (
+                base_cmd,
+                {"PYTHONPATH": str(args.baseline.resolve())},
+            )
         servers["bare Python TLS server (floor)"] = (
             [sys.executable, str(here / "bare_tls_server.py"), port_token],
             {},
