@@ -471,3 +471,23 @@ def dcmtk_plain_peer() -> Iterator[int]:
     """DCMTK storescp speaking plain DICOM (no TLS); yields its port."""
     with storescp_peer(None) as port:
         yield port
+
+
+def undefined_lengths(ds: Any) -> bytes:
+    """`ds` encoded Explicit VR Little Endian with every sequence and item of undefined
+    length (as some peers send them); `ds` itself is not changed."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from tdwii_cli.dicom import codec
+
+    copy = codec.decode(codec.encode(ds))
+    for elem in copy.iterall():
+        if elem.VR == "SQ":
+            elem.is_undefined_length = True
+            for item in elem.value:
+                item.is_undefined_length_sequence_item = True
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, copy)
+    return fp.getvalue()

@@ -6,10 +6,9 @@ import warnings
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
+from conftest import undefined_lengths
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from tdwii_cli.dicom.values import valid_dt
@@ -28,20 +27,6 @@ def _good() -> Dataset:
     )
 
 
-def _undefined_lengths(ds: Dataset) -> bytes:
-    """`ds` Explicit VR LE with every sequence and item of undefined length."""
-    copy = codec.decode(codec.encode(ds))
-    for elem in copy.iterall():
-        if elem.VR == "SQ":
-            elem.is_undefined_length = True
-            for item in elem.value:
-                item.is_undefined_length_sequence_item = True
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, copy)
-    return fp.getvalue()
-
-
 def _checked(ds: Dataset) -> list[Problem]:
     """`check_ncreate(ds)`, asserted to be the same on `ds` as a server receives it (its
     sequences read from their bytes, defined and undefined lengths) and in Implicit VR."""
@@ -50,7 +35,7 @@ def _checked(ds: Dataset) -> list[Problem]:
         problems = check_ncreate(ds)
         for blob, syntax in [
             (codec.encode(ds), EXPLICIT_VR_LE),
-            (_undefined_lengths(ds), EXPLICIT_VR_LE),
+            (undefined_lengths(ds), EXPLICIT_VR_LE),
             (codec.encode(ds, IMPLICIT_VR_LE), IMPLICIT_VR_LE),
         ]:
             assert check_ncreate(codec.decode(blob, syntax)) == problems

@@ -7,10 +7,9 @@ import struct
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
+from conftest import undefined_lengths
 from tdwii_cli.dicom import codec, rawdataset
 from tdwii_cli.ups.matching import Query
 from tdwii_cli.ups.workitem import build_workitem
@@ -31,24 +30,11 @@ def _query() -> Dataset:
     return q
 
 
-def _undefined_lengths(ds: Dataset) -> bytes:
-    """`ds` Explicit VR LE with every sequence and item of undefined length."""
-    for elem in ds.iterall():
-        if elem.VR == "SQ":
-            elem.is_undefined_length = True
-            for item in elem.value:
-                item.is_undefined_length_sequence_item = True
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
 @pytest.mark.parametrize("undefined", [False, True])
 def test_the_cut_equals_pydicom(undefined: bool) -> None:
     ds = build_workitem(patient_id="P1", patient_name="Raw^Test", label="Fx 1", station="TB1")
     ds.TransactionUID = "1.2.3"
-    blob = _undefined_lengths(ds) if undefined else codec.encode(ds)
+    blob = undefined_lengths(ds) if undefined else codec.encode(ds)
     query = Query.from_identifier(_query())
     raw = query.response_bytes(blob)
     assert raw is not None

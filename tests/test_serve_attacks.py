@@ -32,7 +32,7 @@ from conftest import (
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH, VERIFICATION
 from tdwii_cli.net import dimse, pdu
-from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.association import Association, open_association, propose
 from tdwii_cli.net.dimse import Command
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.context import build_client_context
@@ -112,6 +112,19 @@ def threads(server: TdwiiServer) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no Threads")
+
+
+def n_create(assoc: Association, ds: Dataset, data: bytes) -> int:
+    """N-CREATE of `ds` (encoded as `data`) on `assoc`; the response's status."""
+    rq = Command(
+        dimse.N_CREATE_RQ,
+        message_id=assoc.next_message_id(),
+        sop_class=UPS_PUSH,
+        sop_instance=str(ds.SOPInstanceUID),
+        has_dataset=True,
+    )
+    (reply,) = list(assoc.request(rq, data, assoc.context(UPS_PUSH)))
+    return int(reply.command.status or 0)
 
 
 # -- stalls -------------------------------------------------------------------------------
@@ -241,16 +254,7 @@ def test_n_create_over_the_message_limit_is_refused_not_buffered(serve_workdir: 
         with open_association(
             srv.host, srv.port, ctx, options, propose([UPS_PUSH, VERIFICATION])
         ) as assoc:
-            cx = assoc.context(UPS_PUSH)
-            rq = Command(
-                dimse.N_CREATE_RQ,
-                message_id=assoc.next_message_id(),
-                sop_class=UPS_PUSH,
-                sop_instance=str(ds.SOPInstanceUID),
-                has_dataset=True,
-            )
-            (reply,) = list(assoc.request(rq, data, cx))
-            assert reply.command.status == 0x0213
+            assert n_create(assoc, ds, data) == 0x0213
             echo = Command(
                 dimse.C_ECHO_RQ, message_id=assoc.next_message_id(), sop_class=VERIFICATION
             )
@@ -427,15 +431,7 @@ def test_a_c_find_streaming_longer_than_the_idle_timeout_is_not_cut(serve_workdi
         ) as assoc:
             for i in range(200):
                 ds = build_workitem(patient_id=f"STREAM-{i}", patient_name="S^T", label="s")
-                rq = Command(
-                    dimse.N_CREATE_RQ,
-                    message_id=assoc.next_message_id(),
-                    sop_class=UPS_PUSH,
-                    sop_instance=str(ds.SOPInstanceUID),
-                    has_dataset=True,
-                )
-                data = codec.encode(ds, EXPLICIT_VR_LE)
-                assert next(assoc.request(rq, data, assoc.context(UPS_PUSH))).command.status == 0
+                assert n_create(assoc, ds, codec.encode(ds, EXPLICIT_VR_LE)) == 0
             query = Dataset()
             query.PatientID = "STREAM-*"
             query.ProcedureStepState = ""
