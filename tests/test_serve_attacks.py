@@ -478,3 +478,18 @@ def test_control_characters_in_command_uids_are_escaped_in_the_log(server: Tdwii
     text = server.wait_log("is not UPS Push", start)
     assert "\x1b" not in text and "\nFAKE LINE" not in text
     assert "1.2\\x1b[31m\\nFAKE LINE" in text
+
+
+def test_a_requestor_that_does_not_wait_for_the_ac_is_served_in_order(
+    server: TdwiiServer,
+) -> None:
+    sock = tls_connect(server)
+    echo = Command(dimse.C_ECHO_RQ, message_id=5, sop_class=VERIFICATION)
+    rq = pdu.associate_rq("EAGER", "UPSSCP", ECHO_CONTEXT)
+    sock.sendall(rq + dimse.encode_message(1, echo, None, 16384) + pdu.RELEASE_RQ)
+    sock.settimeout(3)
+    assert pdu.read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
+    answer = dimse.read_message(sock).command
+    assert (answer.status, answer.responding_to) == (0, 5)
+    assert pdu.read_pdu(sock)[0] == pdu.A_RELEASE_RP
+    sock.close()

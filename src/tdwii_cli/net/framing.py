@@ -44,6 +44,10 @@ class PduReader:
         self.sock = sock
         self._buffer = bytearray()
 
+    def push_back(self, data: bytes) -> None:
+        """Bytes already read from the socket (by someone else) that come first."""
+        self._buffer[:0] = data
+
     def has_data(self) -> bool:
         """Is a byte of the next PDU here or readable now (never blocks)?"""
         if self._buffer:

@@ -127,8 +127,8 @@ class Session:
                 ],
                 self.negotiated.rejected,
             )
-            if self._leftover:
-                self._violation("data before the A-ASSOCIATE-AC")
+            # a requestor that did not wait for the AC: what it sent is read in its turn
+            self.reader.push_back(self._leftover)
             self._serve()
         except _Released:
             netlog.association_released(self.peer)
