@@ -168,3 +168,23 @@ def test_complete_type2_adds_every_missing_one_empty() -> None:
     assert "TransactionUID" not in ds
     assert ds["InputInformationSequence"].VR == "SQ"
     assert ncreate.missing_type2(ds) == []
+
+
+def test_plain_text_and_code_agree_with_pydicom_or_step_aside() -> None:
+    from tdwii_cli.ups.ncreate import plain_code, plain_text
+
+    ds = _good()
+    received = codec.decode(codec.encode(ds))
+    assert plain_text(received, "PatientID") == "P1"
+    assert plain_text(received, "AdmissionID") == ""  # absent
+    assert plain_text(received, "PatientName") is None  # PN: pydicom decides
+    seq = ds.ScheduledStationNameCodeSequence[0]
+    expected = f"{seq.CodeValue}^{seq.CodingSchemeDesignator}"
+    assert plain_code(received, "ScheduledStationNameCodeSequence") == expected
+    assert plain_code(received, "ReplacedProcedureStepSequence") == ""  # absent
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientID = "Zoë-1"
+    ds.ScheduledStationNameCodeSequence[0].CodeValue = "Bühne"
+    utf8 = codec.decode(codec.encode(ds))
+    assert plain_text(utf8, "PatientID") is None
+    assert plain_code(utf8, "ScheduledStationNameCodeSequence") is None

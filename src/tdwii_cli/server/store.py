@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from tdwii_cli.clock import utc_timestamp
 from tdwii_cli.dicom import codec, tags
 from tdwii_cli.dicom.values import normalise_dt
+from tdwii_cli.ups.ncreate import plain_code, plain_text
 
 __all__ = [
     "MIGRATIONS",
@@ -120,6 +121,9 @@ class NoSuchWorkitem(StoreError):
 
 def code_key(ds: Dataset, keyword: str) -> str:
     """'CodeValue^CodingSchemeDesignator' of the first item of code sequence `keyword` ('')."""
+    fast = plain_code(ds, keyword)
+    if fast is not None:
+        return fast
     seq = ds.get(keyword)
     if not seq:
         return ""
@@ -143,6 +147,9 @@ def decode_dataset(blob: bytes) -> Dataset:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
+    fast = plain_text(ds, keyword)
+    if fast is not None:
+        return fast
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
 

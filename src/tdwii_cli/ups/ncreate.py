@@ -187,6 +187,40 @@ def _get(ds: _Item, keyword: str) -> object:
     return ds[tag].value
 
 
+def _plain(value: object) -> str | None:
+    """`value` when it is text in plain ASCII (the same in every character set), else None."""
+    if isinstance(value, str) and value.isascii() and "\x1b" not in value:
+        return value
+    return None
+
+
+def plain_text(ds: Dataset, keyword: str) -> str | None:
+    """The text of `keyword` (stripped, '' when absent) read without pydicom when it is
+    plain ASCII; None when pydicom must decode it (another VR, other characters)."""
+    if _tag_of(keyword)[1] not in _RAW_VRS:
+        return None
+    value = _get(ds, keyword)
+    return "" if value is _MISSING or value is None else _plain(value)
+
+
+def plain_code(ds: Dataset, keyword: str) -> str | None:
+    """'CodeValue^CodingSchemeDesignator' of the first item of code sequence `keyword`
+    ('' when none), read like `plain_text`; None when pydicom must decode it."""
+    found = _items(ds, keyword)
+    if not found:
+        return None if _get(ds, keyword) not in (_MISSING, None) else ""
+    item = found[0][1]
+    parts = []
+    for key in ("CodeValue", "LongCodeValue", "URNCodeValue", "CodingSchemeDesignator"):
+        value = _get(item, key)
+        text = "" if value is _MISSING or value is None else _plain(value)
+        if text is None:
+            return None
+        parts.append(text.strip())
+    value = parts[0] or parts[1] or parts[2]
+    return f"{value}^{parts[3]}" if value or parts[3] else ""
+
+
 def _empty_value(value: object) -> bool:
     if value is None or value is _MISSING:
         return True
