@@ -236,13 +236,14 @@ class UpsScp:
             self._after_create(ds)
         except Exception as exc:  # the workitem is stored: answer Success regardless
             serve_log.warning("after N-CREATE of %s: %s", uid, exc)
-        serve_log.info(
-            "created workitem %s (patient %s, label %r) for %s",
-            uid,
-            ds.get("PatientID", ""),
-            str(ds.get("ProcedureStepLabel", "")),
-            caller,
-        )
+        if serve_log.isEnabledFor(logging.INFO):  # its values would be decoded for nothing
+            serve_log.info(
+                "created workitem %s (patient %s, label %r) for %s",
+                uid,
+                ds.get("PatientID", ""),
+                str(ds.get("ProcedureStepLabel", "")),
+                caller,
+            )
         return Reply(st.SUCCESS, sop_instance="" if requested else uid)
 
     @staticmethod

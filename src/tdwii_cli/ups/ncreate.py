@@ -406,4 +406,5 @@ def complete_type2(ds: Dataset) -> Dataset:
 
 def missing_type2(ds: Dataset) -> list[str]:
     """The Type 2 N-CREATE keywords absent from `ds` (what `complete_type2` would add)."""
-    return [keyword for keyword in TYPE2 if keyword not in ds]
+    present = ds.keys()  # tags as ints: no keyword lookups
+    return [keyword for keyword in TYPE2 if _tag_of(keyword)[0] not in present]
