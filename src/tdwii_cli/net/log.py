@@ -31,6 +31,11 @@ def printable(text: object) -> str:
     return value.encode("unicode_escape").decode("ascii")
 
 
+def who(peer: str, subject_cn: str | None) -> str:
+    """`peer`, with the common name of its certificate when it presented one."""
+    return f"{peer} ({printable(subject_cn)})" if subject_cn else peer
+
+
 def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
     """Peer, TLS version and cipher, and the peer certificate in short (in full at DEBUG)."""
     if not log.isEnabledFor(logging.INFO):

@@ -227,5 +227,4 @@ class Acceptor:
 
 
 def _who(arrival: Arrival) -> str:
-    subject = arrival.identity.subject_cn
-    return f"{arrival.peer} ({netlog.printable(subject)})" if subject else arrival.peer
+    return netlog.who(arrival.peer, arrival.identity.subject_cn)

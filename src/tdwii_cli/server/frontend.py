@@ -94,7 +94,6 @@ class Frontend:
         self._wake_w.setblocking(False)
         self._stopping = threading.Event()
         self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, count since)
-        self._in_steps = 0
 
     # -- the selector thread -----------------------------------------------------------
 
@@ -341,8 +340,7 @@ class Frontend:
         """Close a pending connection (A-ABORT first when asked), count it out, log `why`."""
         if why and not quiet:
             subject = conn.identity.subject_cn if conn.identity else None
-            who = f"{conn.peer} ({netlog.printable(subject)})" if subject else conn.peer
-            log.warning("%s: closed: %s", who, why)
+            log.warning("%s: closed: %s", netlog.who(conn.peer, subject), why)
         if abort:
             with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(pdu.abort(2, reason))

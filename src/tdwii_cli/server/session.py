@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tdwii_cli.dicom import status as st
@@ -60,23 +61,15 @@ class _Violation(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
 class SessionSettings:
-    """The timeouts and limits every session of one server uses."""
+    """The timeouts (seconds) and limits (bytes) every session of one server uses."""
 
-    def __init__(
-        self,
-        *,
-        acse_timeout: float,
-        dimse_timeout: float,
-        network_timeout: float,
-        max_pdu: int,
-        max_message: int,
-    ) -> None:
-        self.acse_timeout = acse_timeout
-        self.dimse_timeout = dimse_timeout
-        self.network_timeout = network_timeout
-        self.max_pdu = max_pdu
-        self.max_message = max_message
+    acse_timeout: float
+    dimse_timeout: float
+    network_timeout: float
+    max_pdu: int
+    max_message: int
 
 
 class Session:
@@ -106,9 +99,8 @@ class Session:
         self._queued: deque[Message] = deque()
         self._aborting = threading.Event()
         self._interrupted: Exception | None = None  # what ended a C-FIND from inside
-        self.busy = False  # serving a request (shutdown lets it finish)
-        subject = self.identity.subject_cn
-        self.who = f"{self.peer} ({netlog.printable(subject)})" if subject else self.peer
+        self.busy = False  # serving a request: a release now breaks the protocol
+        self.who = netlog.who(self.peer, self.identity.subject_cn)
 
     # -- the thread --------------------------------------------------------------------
 
@@ -164,11 +156,6 @@ class Session:
         self._aborting.set()
         with contextlib.suppress(OSError, ValueError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR if hard else socket.SHUT_RD)
-
-    @property
-    def idle(self) -> bool:
-        """Waiting for the peer's next request (not serving one, not inside a message)."""
-        return not self.busy and not self.assembler.in_message
 
     # -- reading -----------------------------------------------------------------------
 
