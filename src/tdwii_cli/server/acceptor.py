@@ -195,11 +195,6 @@ class Acceptor:
 
     # -- stopping ----------------------------------------------------------------------
 
-    @property
-    def sessions(self) -> list[Session]:
-        with self._lock:
-            return list(self._sessions)
-
     def stop(self, grace: float) -> None:
         """Stop accepting; give running associations up to `grace` s to release, then
         abort the rest (a stalled peer costs the stop no more than that)."""
