@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,29 @@ def test_dimse_failure_status_is_64(failing_scp: int) -> None:
     assert proc.returncode == 64, proc.stderr
     assert "status 0xC000 (Failure" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_source_address_not_on_this_host_is_one_line_exit_1() -> None:
+    proc = run_echo_cli("-sa", "192.0.2.1", "127.0.0.1", str(free_port()))
+    assert proc.returncode == 1
+    assert one_error_line(proc) == (
+        "tdwii: error: cannot connect from 192.0.2.1: not an address of this host"
+    )
+
+
+def test_a_source_address_on_this_host_is_used() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        seen: list[str] = []
+
+        def accept() -> None:
+            conn, address = listener.accept()
+            seen.append(address[0])
+            conn.close()  # no DICOM here: the client reports that, the address is what counts
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        run_echo_cli("-sa", "127.0.0.2", "-to", "5", "127.0.0.1", str(port))
+        thread.join(10)
+    assert seen == ["127.0.0.2"]

@@ -13,6 +13,7 @@ an optional data set) and yields its responses, pending ones first; `send()` and
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from tdwii_cli.dicom.status import is_pending
 from tdwii_cli.dicom.uids import TRANSFER_SYNTAXES, uid_name
+from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net import dimse, pdu
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net.dimse import Command, Message
@@ -186,6 +188,10 @@ def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOption
             (host, port), timeout=options.connect_timeout, source_address=source
         )
     except OSError as exc:
+        if options.source_address and exc.errno == errno.EADDRNOTAVAIL:
+            raise TdwiiError(
+                f"cannot connect from {options.source_address}: not an address of this host"
+            ) from None
         words = (
             "connection timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         )
