@@ -304,7 +304,8 @@ def open_association(
             [(cx.abstract_syntax, cx.transfer_syntax) for cx in assoc.accepted_contexts],
             assoc.rejected_contexts,
         )
-        for abstract in dict.fromkeys(required or [cx.abstract_syntax for cx in contexts]):
+        wanted = [cx.abstract_syntax for cx in contexts] if required is None else required
+        for abstract in dict.fromkeys(wanted):
             if not any(cx.abstract_syntax == abstract for cx in assoc.accepted_contexts):
                 release(sock)
                 raise ContextRefused(peer, options.called_aet, abstract)

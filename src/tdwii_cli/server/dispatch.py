@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from tdwii_cli.dicom import codec
 from tdwii_cli.dicom import status as st
-from tdwii_cli.dicom.uids import EXPLICIT_VR_LE
 from tdwii_cli.dicom.values import valid_uid
 from tdwii_cli.net import dimse
-from tdwii_cli.net.dimse import Command
-from tdwii_cli.server.messages import Reply, Request
+from tdwii_cli.scp.messages import Reply, Request
 from tdwii_cli.server.ups_scp import UpsScp
 
 log = logging.getLogger("tdwii.serve")
@@ -78,27 +75,3 @@ def _replies(scp: UpsScp, request: Request) -> Iterator[Reply]:
         yield Reply(st.UNRECOGNIZED_OPERATION, f"{command.name} is not served here")
         return
     yield from serve(request)
-
-
-def too_large(command: Command) -> Reply:
-    """The reply to a request whose data set was over the message size limit."""
-    if command.field == dimse.C_FIND_RQ:
-        return Reply(st.OUT_OF_RESOURCES, "the identifier is too large")
-    return Reply(st.RESOURCE_LIMITATION, "the data set is over this server's message size limit")
-
-
-def response(request: Request, reply: Reply) -> tuple[Command, bytes | None]:
-    """The response command set for `reply` and its data set (encoded), if any."""
-    data = None
-    if reply.data is not None:
-        data = reply.data
-        if request.transfer_syntax != EXPLICIT_VR_LE:
-            data = codec.encode(codec.decode(data), request.transfer_syntax)
-    elif reply.dataset is not None:
-        data = codec.encode(reply.dataset, request.transfer_syntax)
-    fields: dict[str, object] = {"has_dataset": data is not None}
-    if reply.comment and reply.status != st.SUCCESS:
-        fields["error_comment"] = reply.comment[: dimse.MAX_ERROR_COMMENT]
-    if reply.sop_instance:
-        fields["sop_instance"] = reply.sop_instance
-    return request.command.response(reply.status, **fields), data

@@ -18,7 +18,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from tdwii_cli.server.acceptor import Acceptor, wildcard_address
+from tdwii_cli.scp.acceptor import Acceptor, wildcard_address
+from tdwii_cli.server.acceptor import ups_acceptor
 from tdwii_cli.server.config import KnownAE, ServeConfig
 from tdwii_cli.server.store import WorkitemStore
 from tdwii_cli.server.ups_scp import UpsScp
@@ -75,7 +76,7 @@ class WorklistManager:
                 tls=self.tls,  # event reports go over mTLS with our node certificate
                 retention=config.retention_seconds,
             )
-            acceptor = Acceptor(config, scp, ssl_context)
+            acceptor = ups_acceptor(config, scp, ssl_context)
             bind = config.bind_address
             acceptor.start(bind if bind not in ("", "*") else wildcard_address(), self.port)
         except BaseException:

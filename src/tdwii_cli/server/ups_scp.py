@@ -38,6 +38,7 @@ from tdwii_cli.dicom.uids import UPS_FILTERED_GLOBAL_SUBSCRIPTION as FILTERED_GL
 from tdwii_cli.dicom.uids import UPS_GLOBAL_SUBSCRIPTION as GLOBAL
 from tdwii_cli.dicom.uids import UPS_WELL_KNOWN as WELL_KNOWN
 from tdwii_cli.dicom.values import valid_uid
+from tdwii_cli.scp.messages import Reply, Request
 from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
 from tdwii_cli.server.events import (
@@ -48,7 +49,6 @@ from tdwii_cli.server.events import (
     STATE_REPORT,
     EventSender,
 )
-from tdwii_cli.server.messages import Reply, Request
 from tdwii_cli.server.store import DuplicateWorkitem, WorkitemStore
 from tdwii_cli.server.subscriptions import Subscriptions
 from tdwii_cli.tls.options import TlsOptions

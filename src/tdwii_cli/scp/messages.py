@@ -1,14 +1,14 @@
-"""What the UPS SCP is asked and what it answers, independent of the acceptor that carries it.
+"""What an SCP is asked and what it answers, independent of the acceptor that carries it.
 
-An acceptor (today pynetdicom's, see `tdwii_cli.server.acceptor`) turns each DIMSE
-request into a `Request`: the command's fields (`tdwii_cli.net.dimse.Command`),
-the data set as received with its transfer syntax, who sent it. The SCP answers
-with a `Reply` (or, for C-FIND, a stream of them).
+The acceptor (`tdwii_cli.scp.acceptor`) turns each DIMSE request into a `Request`:
+the command's fields (`tdwii_cli.net.dimse.Command`), the data set as received
+with its transfer syntax, who sent it. The SCP answers
+with a `Reply` (or, for C-FIND, a stream of them); a `Handler` is that function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -67,3 +67,8 @@ class Reply:
     dataset: Dataset | None = None
     sop_instance: str = ""
     data: bytes | None = field(default=None, repr=False)
+
+
+Handler = Callable[[Request], Iterator[Reply]]
+"""What serves an association's requests: the replies to each (pending ones first).
+It must not raise: a failure is a failure status."""

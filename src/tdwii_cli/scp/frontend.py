@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net import pdu
 from tdwii_cli.net.sockets import format_peer, set_nodelay
-from tdwii_cli.server.limits import Limits, host_key
-from tdwii_cli.server.workers import StepPool
+from tdwii_cli.scp.limits import Limits, host_key
+from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
 
 log = logging.getLogger("tdwii.serve")

@@ -5,13 +5,13 @@ After the AC (Sta6) the session reads PDUs: the first byte of each within the
 network (idle) timeout, the whole PDU within the DIMSE timeout, a P-DATA-TF no
 longer than the maximum PDU we announced, a message's data set no longer than
 the message size limit (a longer one is discarded and refused with a status).
-P-DATA-TF messages go to the UPS SCP (`dispatch`); an A-RELEASE-RQ is answered
-with an A-RELEASE-RP; an A-ABORT closes; any other PDU, a malformed message, a
-context we did not accept, or a missed deadline is an A-ABORT (source: service
-provider) and one log line naming the peer and its certificate subject. We never
-request a release ourselves, so there is no release collision to resolve. While
-a C-FIND streams, the session watches for C-CANCEL. `abort()` (from another
-thread, at shutdown) ends the session at once.
+P-DATA-TF messages go to the session's handler (for `tdwii serve`, the UPS SCP);
+an A-RELEASE-RQ is answered with an A-RELEASE-RP; an A-ABORT closes; any other
+PDU, a malformed message, a context we did not accept, or a missed deadline is an
+A-ABORT (source: service provider) and one log line naming the peer and its
+certificate subject. We never request a release ourselves, so there is no release
+collision to resolve. While a C-FIND streams, the session watches for C-CANCEL.
+`abort()` (from another thread, at shutdown) ends the session at once.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ from tdwii_cli.net import dimse, framing, pdu
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net.dimse import Message, MessageAssembler
 from tdwii_cli.net.negotiation import Negotiated
-from tdwii_cli.server import dispatch
-from tdwii_cli.server.messages import Request
+from tdwii_cli.scp import replies
+from tdwii_cli.scp.messages import Handler, Request
 
 if TYPE_CHECKING:
-    from tdwii_cli.server.frontend import Arrival
-    from tdwii_cli.server.ups_scp import UpsScp
+    from tdwii_cli.scp.frontend import Arrival
 
 log = logging.getLogger("tdwii.serve")
 
@@ -81,7 +80,7 @@ class Session:
         negotiated: Negotiated,
         calling_ae: str,
         called_ae: str,
-        scp: UpsScp,
+        handler: Handler,
         settings: SessionSettings,
     ) -> None:
         self.sock = arrival.sock
@@ -91,7 +90,7 @@ class Session:
         self.negotiated = negotiated
         self.calling_ae = calling_ae
         self.called_ae = called_ae
-        self.scp = scp
+        self.handler = handler
         self.settings = settings
         self.reader = framing.PduReader(self.sock)
         self._leftover = arrival.leftover
@@ -241,13 +240,13 @@ class Session:
                     command.name,
                     self.settings.max_message,
                 )
-                results = iter([dispatch.too_large(command)])
+                results = iter([replies.too_large(command)])
             else:
-                results = dispatch.replies(self.scp, request)
+                results = self.handler(request)
             for reply in results:
                 if self._interrupted is not None:
                     break
-                rsp, data = dispatch.response(request, reply)
+                rsp, data = replies.response(request, reply)
                 self._send(
                     dimse.encode_message(context.id, rsp, data, self.negotiated.peer_max_pdu),
                     self.settings.dimse_timeout,

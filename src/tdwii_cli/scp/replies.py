@@ -1,0 +1,37 @@
+"""The response to a request: a `Reply` as the response command set and its data set bytes,
+and the reply to a request whose data set was over the message size limit."""
+
+from __future__ import annotations
+
+from tdwii_cli.dicom import codec
+from tdwii_cli.dicom import status as st
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE
+from tdwii_cli.net import dimse
+from tdwii_cli.net.dimse import Command
+from tdwii_cli.scp.messages import Reply, Request
+
+
+def too_large(command: Command) -> Reply:
+    """The reply to a request whose data set was over the message size limit."""
+    if command.field == dimse.C_FIND_RQ:
+        return Reply(st.OUT_OF_RESOURCES, "the identifier is too large")
+    return Reply(st.RESOURCE_LIMITATION, "the data set is over this server's message size limit")
+
+
+def response(request: Request, reply: Reply) -> tuple[Command, bytes | None]:
+    """The response command set for `reply` and its data set (encoded), if any."""
+    data = None
+    if reply.data is not None:
+        data = reply.data
+        if request.transfer_syntax != EXPLICIT_VR_LE:
+            data = codec.encode(codec.decode(data), request.transfer_syntax)
+    elif reply.dataset is not None:
+        data = codec.encode(reply.dataset, request.transfer_syntax)
+    fields: dict[str, object] = {"has_dataset": data is not None}
+    if reply.comment and reply.status != st.SUCCESS:
+        fields["error_comment"] = reply.comment[: dimse.MAX_ERROR_COMMENT]
+    if reply.sop_instance:
+        fields["sop_instance"] = reply.sop_instance
+    if request.command.field == dimse.N_EVENT_REPORT_RQ:
+        fields["event_type"] = request.command.event_type
+    return request.command.response(reply.status, **fields), data
