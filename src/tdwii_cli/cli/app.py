@@ -44,6 +44,7 @@ COMMANDS = {
     "create-workitem": ("tdwii_cli.cli.create_workitem", "create_workitem"),
     "echo": ("tdwii_cli.cli.echo", "echo"),
     "pki": ("tdwii_cli.cli.pki", "app"),
+    "ups": ("tdwii_cli.cli.ups", "app"),
 }
 
 

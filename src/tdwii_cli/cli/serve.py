@@ -6,14 +6,13 @@ signal. (No `from __future__ import annotations` here: typer reads these
 annotations at runtime.)
 """
 
-import errno
 import logging
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tdwii_cli.cli.listening import listen_error
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_option_values
 from tdwii_cli.errors import TdwiiError
@@ -287,7 +286,7 @@ def run_serve(
     except StoreError as exc:
         raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
     except OSError as exc:
-        raise _listen_error(exc, config.bind_address, manager.port) from None
+        raise listen_error(exc, config.bind_address, manager.port) from None
     except ValueError as exc:  # a bad address
         raise TdwiiError(f"cannot start: {exc}".splitlines()[0]) from None
     host, bound_port = manager.address
@@ -328,23 +327,3 @@ def _log_config(
         log.info("  %-18s %s", "private key", tls.key)
     if known:
         log.info("  %-18s %s", "known AEs", ", ".join(known))
-
-
-def _listen_error(exc: OSError, host: str, port: int) -> TdwiiError:
-    where = f"{host or 'all interfaces'} port {port}"
-    if exc.errno == errno.EADDRINUSE:
-        return TdwiiError(
-            f"cannot listen on {where}: the port is in use",
-            hint="stop the other server or choose another --port",
-        )
-    if exc.errno == errno.EACCES:
-        return TdwiiError(
-            f"cannot listen on {where}: permission denied",
-            hint="ports below 1024 need privileges; use 2762 (TLS) or 11112",
-        )
-    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-        return TdwiiError(
-            f"cannot listen on {where}: no such local address",
-            hint="give an address of this host to --bind-address, or leave it out",
-        )
-    return TdwiiError(f"cannot listen on {where}: {exc.strerror or exc}")

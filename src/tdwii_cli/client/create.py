@@ -22,17 +22,16 @@ from pydicom.uid import generate_uid
 
 from tdwii_cli import exitcodes
 from tdwii_cli.client.dicomfiles import NotDicomError, dataset_bytes, iter_paths, read_file
+from tdwii_cli.client.peer import Peer as Peer
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.status import SUCCESS, is_warning, status_text
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UPS_PUSH
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net.dimse import N_CREATE_RQ, Command
-from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.ups.ncreate import Problem, check_ncreate
 
 if TYPE_CHECKING:
     from tdwii_cli.net.association import AcceptedContext, Association
-    from tdwii_cli.tls.options import TlsOptions
 
 log = logging.getLogger("tdwii.create")
 
@@ -81,16 +80,6 @@ class Outcome:
             ],
             "seconds": None if self.seconds is None else round(self.seconds, 4),
         }
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Where and how to connect."""
-
-    host: str
-    port: int
-    tls: TlsOptions
-    net: ScuOptions = field(default_factory=ScuOptions)
 
 
 def prepare_datasets(
@@ -160,7 +149,7 @@ def send(
     fails, the READY outcomes not answered become NOT_SENT and `SendInterrupted`
     (a `TdwiiError` with the raw client's exit code) is raised.
     """
-    from tdwii_cli.net.association import open_association, propose
+    from tdwii_cli.net.association import propose
 
     done = on_done or (lambda _outcome: None)
     stream = iter(outcomes)
@@ -175,20 +164,13 @@ def send(
     current = next_ready()
     if current is None:
         return 0
-    ctx = None
-    if peer.tls.enabled:
-        from tdwii_cli.tls.context import build_client_context
-
-        ctx = build_client_context(peer.tls)
     # a context per transfer syntax: we choose Explicit VR LE, as the files usually have it
     contexts = propose([UPS_PUSH], (EXPLICIT_VR_LE, IMPLICIT_VR_LE), separate=True)
     associations = 0
     following: Outcome | None = None
     try:
         while current is not None:
-            with open_association(
-                peer.host, peer.port, ctx, peer.net, contexts, mutual=peer.tls.mutual
-            ) as assoc:
+            with peer.associate(contexts) as assoc:
                 associations += 1
                 context = assoc.context(UPS_PUSH, (EXPLICIT_VR_LE, IMPLICIT_VR_LE))
                 sent = 0

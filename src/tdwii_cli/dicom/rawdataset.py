@@ -191,3 +191,52 @@ class Selection:
                 parts.append((tag, data[elem.start : elem.end]))
         parts.sort(key=lambda part: part[0])
         return b"".join(part for _, part in parts)
+
+
+# -- building and reading values (Explicit VR Little Endian, no pydicom) -------------------
+
+_TEXT_PAD = {b"UI": b"\0"}  # every other string VR is padded with a space
+NUMERIC_FORMATS = {
+    b"US": "<H", b"SS": "<h", b"UL": "<L", b"SL": "<l", b"FL": "<f", b"FD": "<d",
+    b"UV": "<Q", b"SV": "<q",
+}  # fmt: skip
+
+
+def element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One element: header and `value` (padded to an even length as its VR wants)."""
+    if len(value) % 2:
+        binary = vr in LONG_VRS and vr not in (b"UC", b"UR", b"UT")
+        value += b"\0" if binary else _TEXT_PAD.get(vr, b" ")
+    return header(tag, vr, len(value)) + value
+
+
+def text_element(tag: int, vr: bytes, text: str) -> bytes:
+    """A string element (`text` as UTF-8, ISO_IR 192; empty for a return key)."""
+    return element(tag, vr, text.encode("utf-8"))
+
+
+def sequence_element(tag: int, items_: Sequence[bytes]) -> bytes:
+    """A sequence of defined length holding the encoded `items_`."""
+    body = b"".join(struct.pack("<HHL", 0xFFFE, 0xE000, len(item)) + item for item in items_)
+    return header(tag, b"SQ", len(body)) + body
+
+
+def text_of(data: bytes, elem: RawElement | None) -> str:
+    """A string element's value without its padding ('' when absent)."""
+    if elem is None:
+        return ""
+    raw = data[elem.value : elem.end]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text.strip(" \0")
+
+
+def first_item(data: bytes, elem: RawElement | None) -> dict[int, RawElement]:
+    """The elements of a sequence's first item ({} when absent or empty)."""
+    if elem is None or elem.vr != b"SQ":
+        return {}
+    for start, end in items(data, elem):
+        return scan(data, start, end)
+    return {}

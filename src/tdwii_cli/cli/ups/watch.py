@@ -1,0 +1,180 @@
+"""`tdwii ups watch`: an N-EVENT-REPORT receiver that prints each report as it arrives."""
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from tdwii_cli.cli.options.association import scu_options
+from tdwii_cli.cli.options.log import LogOptions, log_options
+from tdwii_cli.cli.options.tls import tls_options
+from tdwii_cli.net.options import ScuOptions
+from tdwii_cli.tls.options import TlsOptions
+
+wlog = logging.getLogger("tdwii.watch")
+LISTEN = "Listening"
+
+
+@log_options
+@tls_options("server")
+@scu_options
+def watch(
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            "-p",
+            min=0,
+            max=65535,
+            help="Port to listen on (0: any free).",
+            rich_help_panel=LISTEN,
+        ),
+    ] = 11113,
+    bind_address: Annotated[
+        str,
+        typer.Option(
+            "--bind-address",
+            "-ba",
+            metavar="ADDRESS",
+            help="Local address [default: all].",
+            rich_help_panel=LISTEN,
+        ),
+    ] = "",
+    subscribe: Annotated[
+        tuple[str, int] | None,
+        typer.Option(
+            "--subscribe",
+            metavar="HOST PORT",
+            help="Subscribe our AE title (-aet) at this worklist manager (-aec) on start, "
+            "unsubscribe on Ctrl-C.",
+        ),
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            metavar="KEY=VALUE",
+            help="With --subscribe: only matching workitems (Filtered Global).",
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("--count", min=0, metavar="N", help="Exit after N reports (0: never).")
+    ] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+    *,
+    log: LogOptions,
+    tls: TlsOptions,
+    net: ScuOptions,
+) -> None:
+    """Receive UPS event reports (N-EVENT-REPORT) and print each, one line (or JSON) each.
+
+    The worklist manager must know our AE title (-aet), address and port. With
+    --subscribe it is asked to send us every workitem's reports (or --filter's).
+    """
+    from tdwii_cli.client.watch import Report, Watcher
+
+    done = threading.Event()
+
+    def show(report: Report) -> None:
+        from tdwii_cli.cli.ups.render import print_line
+
+        if json_out:
+            import json
+
+            print_line(json.dumps(report.to_json()))
+        else:
+            print_line(report.line())
+        if count and watcher.count >= count:
+            done.set()
+
+    ssl_context = None
+    if tls.enabled:
+        from tdwii_cli.tls.context import build_server_context
+
+        ssl_context = build_server_context(tls)
+    watcher = Watcher(net.calling_aet, ssl_context, show)
+    _listen(watcher, bind_address, port)
+    host, bound = watcher.address
+    wlog.warning(
+        "tdwii ups watch: %s listening on %s:%d (%s); Ctrl-C to stop",
+        net.calling_aet,
+        f"[{host}]" if ":" in host else host,
+        bound,
+        {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode],
+    )
+    subscribed = None
+    try:
+        if subscribe is not None:
+            subscribed = _subscribe(subscribe, filters, tls, net)
+        _wait(done)
+    finally:
+        if subscribed is not None:
+            _unsubscribe(subscribed, tls, net)
+        watcher.stop()
+    wlog.info("%d report(s) received", watcher.count)
+
+
+def _listen(watcher: "object", host: str, port: int) -> None:
+    from tdwii_cli.cli.listening import listen_error
+    from tdwii_cli.scp.acceptor import wildcard_address
+
+    try:
+        watcher.start(host or wildcard_address(), port)  # type: ignore[attr-defined]
+    except OSError as exc:
+        raise listen_error(exc, host, port) from None
+
+
+def _wait(done: threading.Event) -> None:
+    """Until `done`, SIGINT or SIGTERM."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda _s, _f: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _subscription_peer(target: tuple[str, int], tls: TlsOptions, net: ScuOptions):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from tdwii_cli.cli.ups.common import peer
+
+    client_tls = replace(tls, role="client") if tls.enabled else tls
+    return peer(target[0], target[1], client_tls, net)
+
+
+def _subscribe(
+    target: tuple[str, int], filters: list[str] | None, tls: TlsOptions, net: ScuOptions
+) -> tuple[tuple[str, int], str]:
+    from tdwii_cli.cli.ups.common import parse_keys
+    from tdwii_cli.client import subscription
+    from tdwii_cli.client.upsclient import connect
+    from tdwii_cli.dicom.uids import UPS_WATCH
+
+    keys = parse_keys(filters)
+    instance = subscription.target(None, False, keys)
+    with connect(_subscription_peer(target, tls, net), [UPS_WATCH]) as client:
+        subscription.subscribe(client, instance, net.calling_aet, filters=keys)
+    wlog.warning("subscribed %s at %s:%d", net.calling_aet, *target)
+    return target, instance
+
+
+def _unsubscribe(subscribed: tuple[tuple[str, int], str], tls: TlsOptions, net: ScuOptions) -> None:
+    from tdwii_cli.client import subscription
+    from tdwii_cli.client.upsclient import connect
+    from tdwii_cli.dicom.uids import UPS_WATCH
+    from tdwii_cli.errors import TdwiiError
+
+    target, instance = subscribed
+    try:
+        with connect(_subscription_peer(target, tls, net), [UPS_WATCH]) as client:
+            subscription.unsubscribe(client, instance, net.calling_aet)
+        wlog.warning("unsubscribed %s at %s:%d", net.calling_aet, *target)
+    except TdwiiError as exc:
+        wlog.error("could not unsubscribe: %s", exc.message)
