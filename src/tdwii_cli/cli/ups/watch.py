@@ -97,23 +97,32 @@ def watch(
     watcher = Watcher(net.calling_aet, ssl_context, show)
     _listen(watcher, bind_address, port)
     host, bound = watcher.address
-    wlog.warning(
-        "tdwii ups watch: %s listening on %s:%d (%s); Ctrl-C to stop",
-        net.calling_aet,
-        f"[{host}]" if ":" in host else host,
-        bound,
-        {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode],
+    mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode]
+    shown = f"[{host}]" if ":" in host else host
+    _banner(
+        log,
+        f"tdwii ups watch: {net.calling_aet} listening on {shown}:{bound} ({mode}); Ctrl-C to stop",
     )
     subscribed = None
     try:
         if subscribe is not None:
             subscribed = _subscribe(subscribe, filters, tls, net)
+            _banner(log, f"subscribed {net.calling_aet} at {subscribe[0]}:{subscribe[1]}")
         _wait(done)
     finally:
         if subscribed is not None:
             _unsubscribe(subscribed, tls, net)
         watcher.stop()
     wlog.info("%d report(s) received", watcher.count)
+
+
+def _banner(log: LogOptions, text: str) -> None:
+    """A line for the person at the terminal, on stderr (not with -q)."""
+    if log.level <= logging.WARNING:
+        import sys
+
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def _listen(watcher: "object", host: str, port: int) -> None:
@@ -161,7 +170,6 @@ def _subscribe(
     instance = subscription.target(None, False, keys)
     with connect(_subscription_peer(target, tls, net), [UPS_WATCH]) as client:
         subscription.subscribe(client, instance, net.calling_aet, filters=keys)
-    wlog.warning("subscribed %s at %s:%d", net.calling_aet, *target)
     return target, instance
 
 
@@ -175,6 +183,6 @@ def _unsubscribe(subscribed: tuple[tuple[str, int], str], tls: TlsOptions, net: 
     try:
         with connect(_subscription_peer(target, tls, net), [UPS_WATCH]) as client:
             subscription.unsubscribe(client, instance, net.calling_aet)
-        wlog.warning("unsubscribed %s at %s:%d", net.calling_aet, *target)
+        wlog.info("unsubscribed %s at %s:%d", net.calling_aet, *target)
     except TdwiiError as exc:
         wlog.error("could not unsubscribe: %s", exc.message)
