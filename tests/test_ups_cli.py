@@ -352,3 +352,56 @@ def test_an_interrupt_cancels_the_query_from_python(env: Env) -> None:
     assert result.interrupted and result.cancelled
     assert len(result.matches) == 1 and result.status == 0xFE00
     env.server.wait_log("canceled after", start)
+
+
+def test_a_piped_find_imports_no_pydicom_rich_or_cryptography(env: Env) -> None:
+    """The worklist query is a one-shot command: identifier and rows as bytes, plain text."""
+    environ = {**os.environ, "TDWII_TRANSACTIONS": str(env.transactions)}
+    command = [sys.executable, "-X", "importtime", "-m", "tdwii_cli", "ups", "find", "--mtls"]
+    command += [env.server.host, str(env.server.port), "--station", "TBMANY", "--limit", "3"]
+    proc = subprocess.run(
+        command,
+        cwd=env.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(rows(proc.stdout)) == 3
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "tdwii_cli.client.find" in imported
+    heavy = ("pynetdicom", "pydicom", "cryptography", "rich")
+    assert not {m for m in imported if m.split(".")[0] in heavy}
+
+
+def test_subscribe_unsubscribe_and_suspend(env: Env) -> None:
+    """Last in the file: it changes the watcher's global subscription (and restores it)."""
+    uid = create(env, "SUBS1", "TBSUBS")
+    unknown = ups(env, "subscribe", uid, "--receiving-ae", "NOBODY")
+    assert unknown.returncode == 64 and "0xC308" in one_error_line(unknown)
+
+    locked = ups(env, "subscribe", "--filter", "ProcedureStepLabel=X*", "--lock")
+    locked_too = ups(
+        env, "subscribe", "--receiving-ae", "WATCHER", "--filter", "PatientID=SUBS*", "--lock"
+    )
+    assert locked.returncode == 64 and "0xC308" in one_error_line(locked)  # TDWII is unknown
+    assert locked_too.returncode == 0, locked_too.stderr  # a warning: B301, lock not granted
+    assert "0xB301" in locked_too.stderr and "0xB301" in locked_too.stdout
+
+    ok(ups(env, "unsubscribe", "--global", "--receiving-ae", "WATCHER"))
+    quiet = create(env, "QUIET1", "TBSUBS")
+    ok(ups(env, "claim", quiet))
+    ok(ups(env, "subscribe", "--receiving-ae", "WATCHER"))
+    back = create(env, "BACK1", "TBSUBS")
+    env.wait_reports(back, 1)
+    # nothing while unsubscribed; then the initial report of the new subscription
+    assert [(r["event"], r["state"]) for r in env.reports(quiet)] == [
+        ("State Report", "IN PROGRESS")
+    ]
+
+    ok(ups(env, "suspend", "--receiving-ae", "WATCHER"))
+    later = create(env, "LATER1", "TBSUBS")
+    ok(ups(env, "claim", back))  # still subscribed to what it had
+    env.wait_reports(back, 3)
+    assert env.reports(later) == []

@@ -63,10 +63,18 @@ def is_warning(code: int) -> bool:
     return (code >> 12) == 0xB or code in _GENERAL_WARNINGS
 
 
+# the words of the statuses a one-shot command meets without anything going wrong
+_COMMON = {
+    SUCCESS: "Success",
+    CANCEL: "Cancel: Matching terminated due to Cancel request",
+    PENDING: "Pending: Matches are continuing, current match supplied",
+}
+
+
 def status_text(code: int) -> str:
     """The standard's words for a DIMSE status, from pynetdicom's tables."""
-    if code == SUCCESS:
-        return "Success"
+    if code in _COMMON:
+        return _COMMON[code]
     from pynetdicom import status as st
 
     for table in (

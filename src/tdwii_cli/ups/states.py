@@ -21,13 +21,12 @@ from pydicom.sequence import Sequence
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom import tags
 from tdwii_cli.dicom.values import now_dt
-
-SCHEDULED = "SCHEDULED"
-IN_PROGRESS = "IN PROGRESS"
-COMPLETED = "COMPLETED"
-CANCELED = "CANCELED"
-STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
-FINAL = (COMPLETED, CANCELED)
+from tdwii_cli.ups.statenames import CANCELED as CANCELED
+from tdwii_cli.ups.statenames import COMPLETED as COMPLETED
+from tdwii_cli.ups.statenames import FINAL as FINAL
+from tdwii_cli.ups.statenames import IN_PROGRESS as IN_PROGRESS
+from tdwii_cli.ups.statenames import SCHEDULED as SCHEDULED
+from tdwii_cli.ups.statenames import STATES as STATES
 
 # Attributes an N-SET may never change (identity of the instance, its state).
 _FIXED = {
