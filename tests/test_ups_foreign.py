@@ -265,3 +265,47 @@ def test_watch_receives_what_a_pynetdicom_client_reports(tmp_path: Path) -> None
         watch.wait(20)
     assert watch.returncode == 0, err.read_text()
     assert "Traceback" not in err.read_text()
+
+
+def test_watch_over_mtls_drops_stalled_and_garbage_peers_and_keeps_answering(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    """The receiver is `serve`'s front end: a handshake that stalls is closed after -to, a
+    peer that is not TLS is dropped, and a real client is answered meanwhile."""
+    import shutil
+    import time
+
+    shutil.copytree(pki_dir, tmp_path / "certs")
+    port = free_port()
+    err = tmp_path / "watch.err"
+    with err.open("wb") as e:
+        command = [sys.executable, "-m", "tdwii_cli", "ups", "watch", "--mtls", "-p", str(port)]
+        command += ["-ba", "127.0.0.1", "-aet", "WATCHME", "-to", "1", "-v"]
+        watch = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=e,
+        )
+    try:
+        wait_until(lambda: "listening on" in err.read_text(), 30, err.read_text)
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        garbage = socket.create_connection(("127.0.0.1", port))
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        started = time.monotonic()
+        echo = tdwii("echo", "--mtls", "127.0.0.1", str(port), "-aec", "WATCHME", cwd=tmp_path)
+        assert echo.returncode == 0, echo.stderr
+        assert "status 0x0000" in echo.stdout
+        assert time.monotonic() - started < 5
+        wait_until(
+            lambda: err.read_text().count("TLS handshake not completed within 1 s") >= 3,
+            10,
+            err.read_text,
+        )
+        for sock in [*stalled, garbage]:
+            sock.close()
+    finally:
+        watch.terminate()
+        watch.wait(20)
+    assert watch.returncode == 0
+    assert "Traceback" not in err.read_text()

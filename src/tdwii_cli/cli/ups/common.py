@@ -82,23 +82,38 @@ def transaction_file(path: Path | None) -> "TransactionFile":
 def held(
     uid: str, path: Path | None, given: str | None, *, required: bool = True
 ) -> "Transaction | None":
-    """The Transaction UID for `uid`: `--transaction-uid`, else the transaction file's."""
+    """The Transaction UID for `uid`: `--transaction-uid`, else the transaction file's
+    (a file that cannot be read is an error only when it is needed)."""
     from tdwii_cli.client.transactions import Transaction
 
+    store = transaction_file(path)
     if given:
         if not valid_uid(given.strip()):
             raise TdwiiError(f"--transaction-uid {given!r} is not a UID", exitcodes.USAGE)
-        kept = transaction_file(path).get(uid) if path is not None or not required else None
+        try:
+            kept = store.get(uid)
+        except TdwiiError:
+            kept = None  # the file is not needed: the claim time is only a detail
         claimed = kept.claimed if kept is not None else ""
         return Transaction(uid, given.strip(), claimed=claimed)
-    found = transaction_file(path).get(uid)
+    found = store.get(uid)
     if found is None and required:
-        where = transaction_file(path).path
         raise TdwiiError(
-            f"no Transaction UID for {uid} in {where}",
+            f"no Transaction UID for {uid} in {store.path}",
             hint="claim it first (tdwii ups claim), or pass --transaction-uid",
         )
     return found
+
+
+def forget(path: Path | None, uid: str) -> None:
+    """Remove a final workitem from the transaction file; a file that cannot be written is
+    a warning (the workitem is final whatever the file says)."""
+    import logging
+
+    try:
+        transaction_file(path).remove(uid)
+    except TdwiiError as exc:
+        logging.getLogger("tdwii.ups").warning("%s", exc.message)
 
 
 @contextmanager

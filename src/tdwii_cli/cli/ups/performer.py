@@ -17,6 +17,7 @@ from tdwii_cli.cli.ups.common import (
     TransactionsPath,
     TransactionUid,
     Uid,
+    forget,
     held,
     peer,
     transaction_file,
@@ -65,10 +66,12 @@ def claim(
     from tdwii_cli.client.transactions import Transaction
     from tdwii_cli.client.upsclient import connect
     from tdwii_cli.dicom.uids import UPS_PULL
-    from tdwii_cli.dicom.values import now_dt
+    from tdwii_cli.dicom.values import now_dt, valid_uid
+    from tdwii_cli.errors import TdwiiError
 
-    txn = held(uid, None, transaction_uid, required=False) if transaction_uid else None
-    txn_uid = txn.transaction_uid if txn else procedure.new_transaction_uid()
+    txn_uid = (transaction_uid or "").strip() or procedure.new_transaction_uid()
+    if not valid_uid(txn_uid):
+        raise TdwiiError(f"--transaction-uid {transaction_uid!r} is not a UID", 2)
     store = transaction_file(transactions)
     store.all()  # a corrupt file is reported before the claim, not after
     claimed = now_dt()
@@ -154,7 +157,7 @@ def complete(
             station=station or net.calling_aet,
             outputs=output or (),
         )
-    transaction_file(transactions).remove(uid)
+    forget(transactions, uid)
     _say(f"completed {uid}, status {_status_words(status)}")
 
 
@@ -201,7 +204,7 @@ def cancel(
                 station=station or net.calling_aet,
                 reason=reason,
             )
-        transaction_file(transactions).remove(uid)
+        forget(transactions, uid)
         _say(f"canceled {uid} as its performer, status {_status_words(status)}")
         return
     with connect(target, [UPS_PUSH, UPS_WATCH, UPS_PULL], required=()) as client:

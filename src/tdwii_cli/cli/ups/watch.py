@@ -72,8 +72,10 @@ def watch(
 
     The worklist manager must know our AE title (-aet), address and port. With
     --subscribe it is asked to send us every workitem's reports (or --filter's).
+    Senders get -to for the TLS handshake, -ta for the association request, -td
+    for each PDU and -tn between requests.
     """
-    from tdwii_cli.client.watch import Report, Watcher
+    from tdwii_cli.client.watch import Report, Watcher, WatchSettings
 
     done = threading.Event()
 
@@ -94,7 +96,13 @@ def watch(
         from tdwii_cli.tls.context import build_server_context
 
         ssl_context = build_server_context(tls)
-    watcher = Watcher(net.calling_aet, ssl_context, show)
+    settings = WatchSettings(
+        handshake_timeout=net.connect_timeout,  # -to: the TLS handshake
+        acse_timeout=net.acse_timeout,  # -ta: ARTIM
+        dimse_timeout=net.dimse_timeout,
+        network_timeout=net.network_timeout,
+    )
+    watcher = Watcher(net.calling_aet, ssl_context, show, settings)
     _listen(watcher, bind_address, port)
     host, bound = watcher.address
     mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode]
