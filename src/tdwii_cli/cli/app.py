@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 import click
 import typer
@@ -48,14 +48,14 @@ COMMANDS = {
 }
 
 
-def _target(name: str) -> Any:
-    module_name, attribute = COMMANDS[name]
+def _target(where: tuple[str, str]) -> Any:
+    module_name, attribute = where
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def load_command(name: str) -> click.Command:
-    """The click command `name`, built from its module (imported now)."""
-    target = _target(name)
+def load_command(name: str, where: tuple[str, str] | None = None) -> click.Command:
+    """The click command `name` (of `COMMANDS`, or at `where`), built from its module."""
+    target = _target(where or COMMANDS[name])
     if not isinstance(target, typer.Typer):  # one command: a Typer of its own to build it
         function, target = target, typer.Typer(add_completion=False)
         target.command(name, epilog=exitcodes.HELP)(function)
@@ -64,28 +64,30 @@ def load_command(name: str) -> click.Command:
     return command
 
 
-def _listed(name: str) -> click.Command:
-    """What the group's help lists for command `name`: its name and its own help text
+def _listed(name: str, where: tuple[str, str]) -> click.Command:
+    """What a group's help lists for command `name`: its name and its own help text
     (the command function's docstring, or the group's help), without building its options."""
-    target = _target(name)
+    target = _target(where)
     text = target.info.help if isinstance(target, typer.Typer) else inspect.getdoc(target)
     return click.Command(name, help=text)
 
 
-class _LazyGroup(TyperGroup):
-    """The top-level group: its subcommands are built on first use (see `COMMANDS`)."""
+class LazyGroup(TyperGroup):
+    """A group whose subcommands (`lazy`: name -> (module, attribute)) are built on first
+    use; its help lists them from their docstrings."""
 
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {}
     _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = list(COMMANDS)  # in this order, loaded or not
+        names = list(self.lazy)  # in this order, loaded or not
         return names + [n for n in super().list_commands(ctx) if n not in names]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in COMMANDS and cmd_name not in self.commands:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
             if self._listing:
-                return _listed(cmd_name)
-            self.commands[cmd_name] = load_command(cmd_name)
+                return _listed(cmd_name, self.lazy[cmd_name])
+            self.commands[cmd_name] = load_command(cmd_name, self.lazy[cmd_name])
         return super().get_command(ctx, cmd_name)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -94,6 +96,12 @@ class _LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+
+class _LazyGroup(LazyGroup):
+    """The top-level group (see `COMMANDS`)."""
+
+    lazy = COMMANDS
 
 
 app = _App(

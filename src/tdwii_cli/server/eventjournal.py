@@ -47,6 +47,22 @@ class EventJournal:
             )
             return int(cursor.lastrowid or 0)
 
+    def add_many(
+        self, ae_title: str, event_type: int, reports: Iterable[tuple[str, Dataset]]
+    ) -> list[int]:
+        """Journal several reports in one transaction (one commit); their ids, in order."""
+        now = utc_timestamp()
+        ids: list[int] = []
+        with self.store.transaction() as conn:
+            for uid, info in reports:
+                cursor = conn.execute(
+                    "INSERT INTO event_queue (ae_title, event_type, uid, info, queued_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (ae_title, event_type, uid, encode_dataset(info), now),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
     def remove(self, ids: Iterable[int]) -> None:
         """Forget delivered or abandoned reports."""
         rows = [(i,) for i in ids]

@@ -275,6 +275,24 @@ class EventSender:
         self._worker(ae_title).put(report)
         log.debug("queued %s for %s to %s", EVENT_NAMES.get(event_type), uid, ae_title)
 
+    def submit_many(
+        self, ae_title: str, event_type: int, reports: list[tuple[str, Dataset]]
+    ) -> None:
+        """Queue several reports of one type for `ae_title`, journaled in one commit (the
+        initial State Reports of a global subscription: thousands at once)."""
+        if self.stopping.is_set() or not reports:
+            return
+        ids: list[int | None] = [None] * len(reports)
+        if self.journal is not None:
+            try:
+                ids = list(self.journal.add_many(ae_title, event_type, reports))
+            except Exception as exc:  # still sent, just not kept across a restart
+                log.warning("event journal: cannot keep %d report(s): %s", len(reports), exc)
+        worker = self._worker(ae_title)
+        for (uid, info), journal_id in zip(reports, ids, strict=True):
+            worker.put(EventReport(ae_title, event_type, uid, info, journal_id=journal_id))
+        log.debug("queued %d %s(s) for %s", len(reports), EVENT_NAMES.get(event_type), ae_title)
+
     def restore(self) -> int:
         """Queue again the journaled reports a previous run did not deliver; how many."""
         if self.journal is None:

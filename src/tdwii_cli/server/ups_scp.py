@@ -506,13 +506,31 @@ class UpsScp:
             " with deletion lock" if lock else "",
             len(added),
         )
-        for workitem_uid in added:  # the initial State Reports
-            item = self.store.get(workitem_uid)
-            if item is not None:
-                self.sender.submit(
-                    receiving, STATE_REPORT, workitem_uid, states.state_report(item.dataset)
-                )
+        self._initial_reports(receiving, added)
         return Reply(status, "deletion lock not granted" if status else "")
+
+    def _initial_reports(self, receiving: str, uids: list[str]) -> None:
+        """The initial State Report of each workitem just subscribed to, journaled in one
+        commit; those not final are read from the store's index columns, not decoded."""
+        if not uids:
+            return
+        wanted = set(uids)
+        rows = self.store.query(
+            "SELECT uid, state, input_readiness FROM workitems "
+            "WHERE state IN ('SCHEDULED', 'IN PROGRESS')"
+        )
+        found = {uid: (state, readiness) for uid, state, readiness in rows if uid in wanted}
+        reports = []
+        for uid in uids:  # in the order subscribed
+            if uid in found:
+                info = Dataset()
+                info.ProcedureStepState, info.InputReadinessState = found[uid]
+                reports.append((uid, info))
+                continue
+            item = self.store.get(uid)  # a final workitem: its report says why it ended
+            if item is not None:
+                reports.append((uid, states.state_report(item.dataset)))
+        self.sender.submit_many(receiving, STATE_REPORT, reports)
 
     def unsubscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
         """Action type 4: from one workitem, or (on a global instance) from everything."""

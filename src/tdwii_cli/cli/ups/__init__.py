@@ -1,16 +1,38 @@
 """`tdwii ups`: the UPS client commands, the whole TDW-II loop from one tool.
 
-One module per concern; each command is registered here, and each imports what it
-needs (pydicom, rich, ...) only when it runs.
+One module per concern; a command's module is imported, and its options built, only
+when it runs (the group's help lists them from their docstrings), and each imports
+what it needs (pydicom, rich, ...) only then.
 """
+
+from typing import ClassVar
 
 import typer
 
-from tdwii_cli import exitcodes
-from tdwii_cli.cli.ups import deliver, find, get, performer, subscription, watch
+from tdwii_cli.cli.app import LazyGroup
+
+_M = "tdwii_cli.cli.ups."
+
+
+class _UpsGroup(LazyGroup):
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "find": (_M + "find", "find"),
+        "get": (_M + "get", "get"),
+        "claim": (_M + "performer", "claim"),
+        "progress": (_M + "performer", "progress"),
+        "complete": (_M + "performer", "complete"),
+        "cancel": (_M + "performer", "cancel"),
+        "subscribe": (_M + "subscription", "subscribe"),
+        "unsubscribe": (_M + "subscription", "unsubscribe"),
+        "suspend": (_M + "subscription", "suspend"),
+        "watch": (_M + "watch", "watch"),
+        "deliver": (_M + "deliver", "deliver"),
+    }
+
 
 app = typer.Typer(
     name="ups",
+    cls=_UpsGroup,
     help="UPS worklist client: find, get, claim, progress, complete, cancel, subscribe, "
     "watch, deliver.",
     no_args_is_help=True,
@@ -18,17 +40,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for name, function in (
-    ("find", find.find),
-    ("get", get.get),
-    ("claim", performer.claim),
-    ("progress", performer.progress),
-    ("complete", performer.complete),
-    ("cancel", performer.cancel),
-    ("subscribe", subscription.subscribe),
-    ("unsubscribe", subscription.unsubscribe),
-    ("suspend", subscription.suspend),
-    ("watch", watch.watch),
-    ("deliver", deliver.deliver),
-):
-    app.command(name, epilog=exitcodes.HELP)(function)
+
+@app.callback()
+def ups() -> None:
+    """UPS worklist client: find, get, claim, progress, complete, cancel, subscribe, watch,
+    deliver."""
