@@ -119,14 +119,14 @@ def forget(path: Path | None, uid: str) -> None:
 @contextmanager
 def cancel_on_ctrl_c() -> Iterator[threading.Event]:
     """An event set by the first Ctrl-C (the command cancels cleanly); a second one stops
-    at once."""
+    at once (one line, exit 130; the association is aborted on the way out)."""
     pressed = threading.Event()
     previous: Any = None
 
     def on_sigint(_signum: int, _frame: object) -> None:
-        if pressed.is_set():
+        if pressed.is_set():  # the peer did not answer the cancel: stop here (A-ABORT)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+            raise TdwiiError("interrupted again: association aborted", exitcodes.INTERRUPTED)
         pressed.set()
 
     if threading.current_thread() is threading.main_thread():
