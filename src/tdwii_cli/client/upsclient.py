@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tdwii_cli.dicom import rawdataset as raw
 from tdwii_cli.dicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
@@ -64,11 +65,14 @@ class Response:
         return codec.encode(codec.decode(self.data, self.transfer_syntax))
 
     def dataset(self) -> Dataset | None:
-        """The data set decoded (pydicom), or None."""
+        """The data set decoded (pydicom), or None; `ValueError` when it is not one (an
+        Explicit VR LE one is walked first: pydicom reads a value cut short as it is)."""
         if self.data is None:
             return None
         from tdwii_cli.dicom import codec
 
+        if self.transfer_syntax == EXPLICIT_VR_LE:
+            raw.scan(self.data)  # RawError (a ValueError): a length that lies
         return codec.decode(self.data, self.transfer_syntax)
 
 
