@@ -4,10 +4,12 @@ from typing import Annotated
 
 import typer
 
+from tdwii_cli import exitcodes
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
 from tdwii_cli.cli.ups.common import Host, Port, TransactionsPath, peer, transaction_file
+from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
 
@@ -51,15 +53,24 @@ def deliver(
         uid = f"  {step.uid}" if step.uid else ""
         print_line(f"{step.seconds * 1000:8.1f} ms{uid}  {step.what}{status}")
 
-    done = run(
-        peer(host, port, tls, net),
-        station,
-        beams=beams,
-        pace=pace,
-        cancel_at=cancel_at,
-        every=every,
-        transactions=transaction_file(transactions),
-        on_step=show,
-    )
+    store = transaction_file(transactions)
+    try:
+        done = run(
+            peer(host, port, tls, net),
+            station,
+            beams=beams,
+            pace=pace,
+            cancel_at=cancel_at,
+            every=every,
+            transactions=store,
+            on_step=show,
+        )
+    except KeyboardInterrupt:
+        raise TdwiiError(
+            f"interrupted: a workitem claimed here stays IN PROGRESS, its Transaction UID "
+            f"in {store.path}",
+            exitcodes.INTERRUPTED,
+            hint="tdwii ups cancel (or complete) ends it",
+        ) from None
     for delivery in done:
         print_line(f"{delivery.uid}: {delivery.final_state}")

@@ -1,5 +1,6 @@
 """`tdwii ups get`: one workitem (N-GET), as a tree or the DICOM JSON model."""
 
+from tdwii_cli import exitcodes
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
@@ -33,7 +34,7 @@ def get(
     for key in keys or ():
         path = parse_path(key)
         if len(path) > 1 or "=" in key:
-            raise TdwiiError(f"-k {key}: N-GET takes top-level attributes only", 2)
+            raise TdwiiError(f"-k {key}: N-GET takes top-level attributes only", exitcodes.USAGE)
         wanted.append(path[0].tag)
     with connect(peer(host, port, tls, net), [UPS_PULL, UPS_WATCH], required=()) as client:
         rsp = client.get(uid, wanted)

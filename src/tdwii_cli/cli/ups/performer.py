@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tdwii_cli import exitcodes
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
@@ -71,7 +72,7 @@ def claim(
 
     txn_uid = (transaction_uid or "").strip() or procedure.new_transaction_uid()
     if not valid_uid(txn_uid):
-        raise TdwiiError(f"--transaction-uid {transaction_uid!r} is not a UID", 2)
+        raise TdwiiError(f"--transaction-uid {transaction_uid!r} is not a UID", exitcodes.USAGE)
     store = transaction_file(transactions)
     store.all()  # a corrupt file is reported before the claim, not after
     claimed = now_dt()
@@ -145,7 +146,7 @@ def complete(
 
     for instance in output or ():
         if not valid_uid(instance):
-            raise TdwiiError(f"--output {instance!r} is not a UID", 2)
+            raise TdwiiError(f"--output {instance!r} is not a UID", exitcodes.USAGE)
     txn = held(uid, transactions, transaction_uid)
     assert txn is not None
     with connect(peer(host, port, tls, net), [UPS_PULL]) as client:

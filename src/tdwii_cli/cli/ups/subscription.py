@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tdwii_cli import exitcodes
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
@@ -48,11 +49,11 @@ def _target(
 
     keys = parse_keys(filters)
     if uid and (global_ or keys):
-        raise TdwiiError("a UID excludes --global and --filter", 2)
+        raise TdwiiError("a UID excludes --global and --filter", exitcodes.USAGE)
     if uid and not valid_uid(uid):
-        raise TdwiiError(f"{uid!r} is not a UID", 2)
+        raise TdwiiError(f"{uid!r} is not a UID", exitcodes.USAGE)
     if any(k.value is None for k in keys):
-        raise TdwiiError("--filter needs KEY=VALUE", 2)
+        raise TdwiiError("--filter needs KEY=VALUE", exitcodes.USAGE)
     return target(uid, global_, keys), keys
 
 
