@@ -26,7 +26,7 @@ from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom.uids import UPS_PULL
 from tdwii_cli.dicom.values import now_dt
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.ups.statenames import CANCELED, COMPLETED, SCHEDULED
+from tdwii_cli.ups.vocabulary import CANCELED, COMPLETED, SCHEDULED
 from tdwii_cli.ups.worklist import Match, WorklistQuery
 
 if TYPE_CHECKING:

@@ -31,9 +31,14 @@ from tdwii_cli.dicom.keys import KNOWN, Key, build, parse_path
 from tdwii_cli.dicom.uids import UPS_PULL, UPS_PUSH, UPS_WATCH
 from tdwii_cli.dicom.values import now_dt
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.ups.statenames import CANCELED, COMPLETED, IN_PROGRESS
+from tdwii_cli.ups.vocabulary import (
+    CANCELED,
+    CHANGE_STATE,
+    COMPLETED,
+    IN_PROGRESS,
+    REQUEST_CANCEL,
+)
 
-CHANGE_STATE, REQUEST_CANCEL = 1, 2
 RT_BEAMS_TREATMENT_RECORD = "1.2.840.10008.5.1.4.1.1.481.4"
 DEFAULT_WORKITEM_CODE = ("121726", "DCM", "RT Treatment with Internal Verification")
 STATION_SCHEME = "99IHERO2008"

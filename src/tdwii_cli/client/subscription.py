@@ -19,12 +19,10 @@ from tdwii_cli.dicom.uids import (
     UPS_GLOBAL_SUBSCRIPTION,
     UPS_WATCH,
 )
-
-SUBSCRIBE, UNSUBSCRIBE, SUSPEND = 3, 4, 5
-_NAMES = {SUBSCRIBE: "subscribe", UNSUBSCRIBE: "unsubscribe", SUSPEND: "suspend"}
+from tdwii_cli.ups.vocabulary import SUBSCRIBE, SUSPEND_GLOBAL, UNSUBSCRIBE
 
 
-def target(uid: str | None, global_: bool, filters: Sequence[Key]) -> str:
+def target(uid: str | None, filters: Sequence[Key]) -> str:
     """The instance a (un)subscription names: a workitem, the Global or the Filtered Global
     Subscription instance."""
     if uid:
@@ -70,7 +68,7 @@ def unsubscribe(client: UpsClient, instance: str, receiving_ae: str) -> int:
 def suspend(client: UpsClient, receiving_ae: str) -> int:
     """N-ACTION Suspend Global Subscription: no new workitems for `receiving_ae`."""
     info = action_info(receiving_ae, None)
-    rsp = client.action(UPS_GLOBAL_SUBSCRIPTION, SUSPEND, info, (UPS_WATCH,))
+    rsp = client.action(UPS_GLOBAL_SUBSCRIPTION, SUSPEND_GLOBAL, info, (UPS_WATCH,))
     return judge(f"suspend the global subscription of {receiving_ae}", rsp.status, rsp.comment)
 
 

@@ -27,16 +27,16 @@ from tdwii_cli.scp.acceptor import Acceptor, AcceptorSettings
 from tdwii_cli.scp.limits import LimitSettings
 from tdwii_cli.scp.messages import Reply, Request
 from tdwii_cli.scp.session import SessionSettings
+from tdwii_cli.ups.vocabulary import (
+    ASSIGNED,
+    CANCEL_REQUESTED,
+    EVENT_NAMES,
+    SCP_STATUS_CHANGE,
+    STATE_REPORT,
+)
 
 log = logging.getLogger("tdwii.watch")
 
-EVENT_NAMES = {
-    1: "State Report",
-    2: "Cancel Requested",
-    3: "Progress Report",
-    4: "SCP Status Change",
-    5: "Assigned",
-}
 _SCP_STATUS = 0x00741242
 _SUBSCRIPTION_LIST_STATUS = 0x00741244
 _UPS_LIST_STATUS = 0x00741246
@@ -103,11 +103,11 @@ def parse_report(request: Request, received: datetime) -> Report:
     progress = raw.first_item(data, found.get(tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE))
     event_type = request.command.event_type or 0
     detail = ""
-    if event_type == 2:
+    if event_type == CANCEL_REQUESTED:
         who = _text(data, found, "RequestingAE")
         why = _text(data, found, "ReasonForCancellation")
         detail = f"by {who}" + (f": {why}" if why else "") if who else why
-    elif event_type == 4:
+    elif event_type == SCP_STATUS_CHANGE:
         detail = " ".join(
             x
             for x in (
@@ -117,10 +117,10 @@ def parse_report(request: Request, received: datetime) -> Report:
             )
             if x
         )
-    elif event_type == 1:
+    elif event_type == STATE_REPORT:
         detail = _text(data, found, "ReasonForCancellation")
     station = raw.first_item(data, found.get(tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE))
-    if event_type == 5 and station:
+    if event_type == ASSIGNED and station:
         detail = "station " + raw.text_of(data, station.get(0x00080100))
     return Report(
         received=received,

@@ -40,16 +40,7 @@ from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
 from tdwii_cli.tls.options import TlsOptions
-
-# N-EVENT-REPORT event types of the UPS Event SOP Class (PS3.4 CC.2.4)
-STATE_REPORT, CANCEL_REQUESTED, PROGRESS_REPORT, SCP_STATUS_CHANGE, ASSIGNED = 1, 2, 3, 4, 5
-EVENT_NAMES = {
-    STATE_REPORT: "State Report",
-    CANCEL_REQUESTED: "Cancel Requested",
-    PROGRESS_REPORT: "Progress Report",
-    SCP_STATUS_CHANGE: "SCP Status Change",
-    ASSIGNED: "Assigned",
-}
+from tdwii_cli.ups.vocabulary import EVENT_NAMES
 
 log = logging.getLogger("tdwii.events")
 

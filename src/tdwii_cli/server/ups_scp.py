@@ -41,25 +41,27 @@ from tdwii_cli.dicom.values import valid_uid
 from tdwii_cli.scp.messages import Reply, Request
 from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
-from tdwii_cli.server.events import (
-    ASSIGNED,
-    CANCEL_REQUESTED,
-    PROGRESS_REPORT,
-    SCP_STATUS_CHANGE,
-    STATE_REPORT,
-    EventSender,
-)
+from tdwii_cli.server.events import EventSender
 from tdwii_cli.server.store import DuplicateWorkitem, WorkitemStore
 from tdwii_cli.server.subscriptions import Subscriptions
 from tdwii_cli.tls.options import TlsOptions
 from tdwii_cli.ups import ncreate, states
 from tdwii_cli.ups.matching import Query, QueryError
+from tdwii_cli.ups.vocabulary import (
+    ASSIGNED,
+    CANCEL_REQUESTED,
+    CHANGE_STATE,
+    PROGRESS_REPORT,
+    REQUEST_CANCEL,
+    SCP_STATUS_CHANGE,
+    STATE_REPORT,
+    SUBSCRIBE,
+    SUSPEND_GLOBAL,
+    UNSUBSCRIBE,
+)
 
 log = logging.getLogger("tdwii.ups")
 serve_log = logging.getLogger("tdwii.serve")
-
-# N-ACTION action types (PS3.4 CC.2.1 to CC.2.3)
-CHANGE_STATE, REQUEST_CANCEL, SUBSCRIBE, UNSUBSCRIBE, SUSPEND_GLOBAL = 1, 2, 3, 4, 5
 
 
 def _fail(status: int, comment: str) -> Reply:

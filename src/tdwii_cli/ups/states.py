@@ -21,12 +21,12 @@ from pydicom.sequence import Sequence
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom import tags
 from tdwii_cli.dicom.values import now_dt
-from tdwii_cli.ups.statenames import CANCELED as CANCELED
-from tdwii_cli.ups.statenames import COMPLETED as COMPLETED
-from tdwii_cli.ups.statenames import FINAL as FINAL
-from tdwii_cli.ups.statenames import IN_PROGRESS as IN_PROGRESS
-from tdwii_cli.ups.statenames import SCHEDULED as SCHEDULED
-from tdwii_cli.ups.statenames import STATES as STATES
+from tdwii_cli.ups.vocabulary import CANCELED as CANCELED
+from tdwii_cli.ups.vocabulary import COMPLETED as COMPLETED
+from tdwii_cli.ups.vocabulary import FINAL as FINAL
+from tdwii_cli.ups.vocabulary import IN_PROGRESS as IN_PROGRESS
+from tdwii_cli.ups.vocabulary import SCHEDULED as SCHEDULED
+from tdwii_cli.ups.vocabulary import STATES as STATES
 
 # Attributes an N-SET may never change (identity of the instance, its state).
 _FIXED = {

@@ -18,7 +18,7 @@ from tdwii_cli.dicom import tags
 from tdwii_cli.dicom.keys import Key, build, parse_path
 from tdwii_cli.dicom.values import valid_dt
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.ups.statenames import STATES
+from tdwii_cli.ups.vocabulary import STATES
 
 # the return keys a worklist row shows (always asked for)
 RETURN_KEYS = (

@@ -54,7 +54,7 @@ def _target(
         raise TdwiiError(f"{uid!r} is not a UID", exitcodes.USAGE)
     if any(k.value is None for k in keys):
         raise TdwiiError("--filter needs KEY=VALUE", exitcodes.USAGE)
-    return target(uid, global_, keys), keys
+    return target(uid, keys), keys
 
 
 def _say(text: str) -> None:

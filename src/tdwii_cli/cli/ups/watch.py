@@ -175,7 +175,7 @@ def _subscribe(
     from tdwii_cli.dicom.uids import UPS_WATCH
 
     keys = parse_keys(filters)
-    instance = subscription.target(None, False, keys)
+    instance = subscription.target(None, keys)
     with connect(_subscription_peer(target, tls, net), [UPS_WATCH]) as client:
         subscription.subscribe(client, instance, net.calling_aet, filters=keys)
     return target, instance
