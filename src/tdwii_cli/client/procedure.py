@@ -51,7 +51,7 @@ FINAL_UPDATE_KEYS = (
     tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE,
     tags.SCHEDULED_WORKITEM_CODE_SEQUENCE,
     tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE,
-    0x0020000D,  # Study Instance UID
+    KNOWN["StudyInstanceUID"][0],
 )
 
 
@@ -137,10 +137,7 @@ def progress(
 def _with_transaction(data: bytes, transaction_uid: str) -> bytes:
     """`data` with the Transaction UID added (in tag order)."""
     element = raw.text_element(tags.TRANSACTION_UID, b"UI", transaction_uid)
-    found = raw.scan(data)
-    before = [e for e in found.values() if e.tag < tags.TRANSACTION_UID]
-    cut = max((e.end for e in before), default=0)
-    return data[:cut] + element + data[cut:]
+    return raw.ordered([*raw.elements(data), element])
 
 
 # -- RO-64 and RO-65: final update, completed or canceled --------------------------------
@@ -184,28 +181,25 @@ def _retagged(workitem: Workitem, tag: int, new_tag: int) -> bytes | None:
 
 
 def _code_sequence(tag: int, code: tuple[str, str, str]) -> bytes:
+    keywords = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
     item = b"".join(
-        raw.text_element(t, vr, value)
-        for t, vr, value in (
-            (0x00080100, b"SH", code[0]),
-            (0x00080102, b"SH", code[1]),
-            (0x00080104, b"LO", code[2]),
-        )
+        raw.text_element(_tag(k), KNOWN[k][1].encode(), value)
+        for k, value in zip(keywords, code, strict=True)
     )
     return raw.sequence_element(tag, [item])
 
 
 def _outputs(workitem: Workitem, outputs: Iterable[str]) -> bytes:
     """The Output Information Sequence: one item per treatment record SOP Instance UID."""
-    study = raw.text_of(workitem.data, workitem.element(0x0020000D))
+    study = raw.text_of(workitem.data, workitem.element(_tag("StudyInstanceUID")))
     items = []
     for instance in outputs:
         ref = raw.text_element(_tag("ReferencedSOPClassUID"), b"UI", RT_BEAMS_TREATMENT_RECORD)
         ref += raw.text_element(_tag("ReferencedSOPInstanceUID"), b"UI", instance)
         item = [
             raw.sequence_element(_tag("ReferencedSOPSequence"), [ref]),
-            raw.text_element(0x0020000D, b"UI", study),
-            raw.text_element(0x0040E020, b"CS", "DICOM"),  # Type of Instances
+            raw.text_element(_tag("StudyInstanceUID"), b"UI", study),
+            raw.text_element(_tag("TypeOfInstances"), b"CS", "DICOM"),
         ]
         items.append(b"".join(item))
     return raw.sequence_element(_tag("OutputInformationSequence"), items)
@@ -218,55 +212,40 @@ def performed_procedure(
     outputs: Iterable[str] = (),
 ) -> bytes:
     """The Unified Procedure Step Performed Procedure Sequence of a final update (RO-64)."""
-    parts: list[tuple[int, bytes]] = [
-        (_tag("PerformedProcedureStepStartDateTime"), raw.text_element(
-            _tag("PerformedProcedureStepStartDateTime"), b"DT", started or now_dt()
-        )),
-        (_tag("PerformedProcedureStepEndDateTime"), raw.text_element(
-            _tag("PerformedProcedureStepEndDateTime"), b"DT", now_dt()
-        )),
-    ]  # fmt: skip
     station_tag = _tag("PerformedStationNameCodeSequence")
-    copied = _retagged(workitem, tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE, station_tag)
-    parts.append(
-        (station_tag, copied or _code_sequence(station_tag, (station, STATION_SCHEME, station)))
-    )
     code_tag = _tag("PerformedWorkitemCodeSequence")
-    copied = _retagged(workitem, tags.SCHEDULED_WORKITEM_CODE_SEQUENCE, code_tag)
-    parts.append((code_tag, copied or _code_sequence(code_tag, DEFAULT_WORKITEM_CODE)))
-    parts.append((_tag("OutputInformationSequence"), _outputs(workitem, outputs)))
-    item = b"".join(part for _, part in sorted(parts, key=lambda p: p[0]))
+    item = raw.ordered(
+        [
+            raw.text_element(
+                _tag("PerformedProcedureStepStartDateTime"), b"DT", started or now_dt()
+            ),
+            raw.text_element(_tag("PerformedProcedureStepEndDateTime"), b"DT", now_dt()),
+            _retagged(workitem, tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE, station_tag)
+            or _code_sequence(station_tag, (station, STATION_SCHEME, station)),
+            _retagged(workitem, tags.SCHEDULED_WORKITEM_CODE_SEQUENCE, code_tag)
+            or _code_sequence(code_tag, DEFAULT_WORKITEM_CODE),
+            _outputs(workitem, outputs),
+        ]
+    )
     return raw.sequence_element(_tag("UnifiedProcedureStepPerformedProcedureSequence"), [item])
 
 
 def _cancellation_progress(workitem: Workitem, reason: str) -> bytes:
     """The progress information with the cancellation date-time and reason, keeping the
     progress reported so far (N-SET replaces a sequence whole)."""
-    keep = b""
-    elem = workitem.element(tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE)
     mine = {_tag("ProcedureStepCancellationDateTime"), _tag("ReasonForCancellation")}
-    parts: list[tuple[int, bytes]] = []
-    if elem is not None and elem.vr == b"SQ":
-        for start, end in raw.items(workitem.data, elem):
-            for e in raw.scan(workitem.data, start, end).values():
-                if e.tag not in mine:
-                    parts.append((e.tag, workitem.data[e.start : e.end]))
-            break
-    parts.append(
-        (
-            _tag("ProcedureStepCancellationDateTime"),
-            raw.text_element(_tag("ProcedureStepCancellationDateTime"), b"DT", now_dt()),
-        )
-    )
+    progress = workitem.element(tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE)
+    kept = [
+        workitem.data[e.start : e.end]
+        for tag, e in raw.first_item(workitem.data, progress).items()
+        if tag not in mine
+    ]
+    kept.append(raw.text_element(_tag("ProcedureStepCancellationDateTime"), b"DT", now_dt()))
     if reason:
-        parts.append(
-            (
-                _tag("ReasonForCancellation"),
-                raw.text_element(_tag("ReasonForCancellation"), b"LT", reason),
-            )
-        )
-    keep = b"".join(part for _, part in sorted(parts, key=lambda p: p[0]))
-    return raw.sequence_element(tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE, [keep])
+        kept.append(raw.text_element(_tag("ReasonForCancellation"), b"LT", reason))
+    return raw.sequence_element(
+        tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE, [raw.ordered(kept)]
+    )
 
 
 def final_update(

@@ -34,14 +34,17 @@ def target(uid: str | None, filters: Sequence[Key]) -> str:
 
 def action_info(receiving_ae: str, lock: bool | None, filters: Sequence[Key] = ()) -> bytes:
     """The action information: Receiving AE, Deletion Lock, and the filter's keys."""
-    data = build(filters) if filters else b""
-    extra = [raw.text_element(KNOWN["ReceivingAE"][0], b"AE", receiving_ae)]
+    parts = [
+        *raw.elements(build(filters)),
+        raw.text_element(_tag("ReceivingAE"), b"AE", receiving_ae),
+    ]
     if lock is not None:
-        extra.append(raw.text_element(KNOWN["DeletionLock"][0], b"LO", "TRUE" if lock else "FALSE"))
-    found = raw.scan(data)
-    parts = [(e.tag, data[e.start : e.end]) for e in found.values()]
-    parts += [(raw.scan(x).popitem()[0], x) for x in extra]
-    return b"".join(part for _, part in sorted(parts, key=lambda p: p[0]))
+        parts.append(raw.text_element(_tag("DeletionLock"), b"LO", "TRUE" if lock else "FALSE"))
+    return raw.ordered(parts)
+
+
+def _tag(keyword: str) -> int:
+    return KNOWN[keyword][0]
 
 
 def subscribe(

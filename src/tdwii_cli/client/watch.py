@@ -37,10 +37,6 @@ from tdwii_cli.ups.vocabulary import (
 
 log = logging.getLogger("tdwii.watch")
 
-_SCP_STATUS = 0x00741242
-_SUBSCRIPTION_LIST_STATUS = 0x00741244
-_UPS_LIST_STATUS = 0x00741246
-
 
 @dataclass(frozen=True)
 class Report:
@@ -111,9 +107,9 @@ def parse_report(request: Request, received: datetime) -> Report:
         detail = " ".join(
             x
             for x in (
-                _text(data, found, _SCP_STATUS),
-                _text(data, found, _SUBSCRIPTION_LIST_STATUS),
-                _text(data, found, _UPS_LIST_STATUS),
+                _text(data, found, "SCPStatus"),
+                _text(data, found, "SubscriptionListStatus"),
+                _text(data, found, "UnifiedProcedureStepListStatus"),
             )
             if x
         )
@@ -121,7 +117,7 @@ def parse_report(request: Request, received: datetime) -> Report:
         detail = _text(data, found, "ReasonForCancellation")
     station = raw.first_item(data, found.get(tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE))
     if event_type == ASSIGNED and station:
-        detail = "station " + raw.text_of(data, station.get(0x00080100))
+        detail = "station " + _text(data, station, "CodeValue")
     return Report(
         received=received,
         event_type=event_type,

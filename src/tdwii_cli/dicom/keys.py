@@ -30,6 +30,7 @@ KNOWN: dict[str, tuple[int, str]] = {
     "ReferencedSOPClassUID": (0x00081150, "UI"),
     "ReferencedSOPInstanceUID": (0x00081155, "UI"),
     "ReferencedSOPSequence": (0x00081199, "SQ"),
+    "TypeOfInstances": (0x0040E020, "CS"),
     "TransactionUID": (0x00081195, "UI"),
     "PatientName": (0x00100010, "PN"),
     "PatientID": (0x00100020, "LO"),
@@ -76,6 +77,9 @@ KNOWN: dict[str, tuple[int, str]] = {
     "ReceivingAE": (0x00741234, "AE"),
     "RequestingAE": (0x00741236, "AE"),
     "DeletionLock": (0x00741230, "LO"),
+    "SCPStatus": (0x00741242, "CS"),
+    "SubscriptionListStatus": (0x00741244, "CS"),
+    "UnifiedProcedureStepListStatus": (0x00741246, "CS"),
     "CommentsOnTheScheduledProcedureStep": (0x00400400, "LT"),
 }
 _BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in KNOWN.items()}

@@ -221,6 +221,21 @@ def sequence_element(tag: int, items_: Sequence[bytes]) -> bytes:
     return header(tag, b"SQ", len(body)) + body
 
 
+def elements(data: bytes, start: int = 0, end: int | None = None) -> list[bytes]:
+    """The top-level elements of `data[start:end]`, each whole as encoded."""
+    return [data[e.start : e.end] for e in scan(data, start, end).values()]
+
+
+def ordered(encoded: Iterable[bytes]) -> bytes:
+    """Whole encoded elements joined as a data set, in ascending tag order."""
+    in_order: list[bytes] = sorted(encoded, key=_first_tag)
+    return b"".join(in_order)
+
+
+def _first_tag(element: bytes) -> int:
+    return _tag(element, 0)
+
+
 def text_of(data: bytes, elem: RawElement | None) -> str:
     """A string element's value without its padding ('' when absent)."""
     if elem is None:
