@@ -62,7 +62,7 @@ class Response:
             return self.data
         from tdwii_cli.dicom import codec
 
-        return codec.encode(codec.decode(self.data, self.transfer_syntax))
+        return codec.transcode(self.data, self.transfer_syntax)
 
     def dataset(self) -> Dataset | None:
         """The data set decoded (pydicom), or None; `ValueError` when it is not one (an
@@ -97,11 +97,12 @@ class UpsClient:
         if data is None:
             return None
         if isinstance(data, bytes) and context.transfer_syntax == EXPLICIT_VR_LE:
-            return data
+            return data  # no pydicom on the usual path
         from tdwii_cli.dicom import codec
 
-        ds = codec.decode(data) if isinstance(data, bytes) else data
-        return codec.encode(ds, context.transfer_syntax)
+        if isinstance(data, bytes):
+            return codec.transcode(data, EXPLICIT_VR_LE, context.transfer_syntax)
+        return codec.encode(data, context.transfer_syntax)
 
     def _one(
         self, command: Command, data: bytes | Dataset | None, context: AcceptedContext

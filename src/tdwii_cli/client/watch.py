@@ -94,7 +94,7 @@ def parse_report(request: Request, received: datetime) -> Report:
     if data and request.transfer_syntax != EXPLICIT_VR_LE:
         from tdwii_cli.dicom import codec
 
-        data = codec.encode(codec.decode(data, request.transfer_syntax))
+        data = codec.transcode(data, request.transfer_syntax)
     found = raw.scan(data)
     progress = raw.first_item(data, found.get(tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE))
     event_type = request.command.event_type or 0

@@ -73,3 +73,11 @@ def decode(data: bytes, transfer_syntax: str = EXPLICIT_VR_LE) -> Dataset:
         return read_dataset(BytesIO(data), implicit, little)
     except Exception as exc:  # pydicom raises assorted errors on garbage
         raise CodecError(f"not a data set: {type(exc).__name__}: {exc}") from None
+
+
+def transcode(data: bytes, source: str, target: str = EXPLICIT_VR_LE) -> bytes:
+    """The data set `data` (in `source`) encoded in `target`; `data` itself when they are the
+    same transfer syntax."""
+    if source == target:
+        return data
+    return encode(decode(data, source), target)

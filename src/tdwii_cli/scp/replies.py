@@ -22,9 +22,7 @@ def response(request: Request, reply: Reply) -> tuple[Command, bytes | None]:
     """The response command set for `reply` and its data set (encoded), if any."""
     data = None
     if reply.data is not None:
-        data = reply.data
-        if request.transfer_syntax != EXPLICIT_VR_LE:
-            data = codec.encode(codec.decode(data), request.transfer_syntax)
+        data = codec.transcode(reply.data, EXPLICIT_VR_LE, request.transfer_syntax)
     elif reply.dataset is not None:
         data = codec.encode(reply.dataset, request.transfer_syntax)
     fields: dict[str, object] = {"has_dataset": data is not None}
