@@ -278,7 +278,7 @@ def run_serve(
         else {}
     )
     manager = WorklistManager(config, tls, known)
-    mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode]
+    mode = tls.mode_words
     if log.isEnabledFor(logging.INFO):
         _log_config(config, tls, mode, manager.port, sorted(known), config_file)
     try:

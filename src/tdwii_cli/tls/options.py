@@ -52,6 +52,11 @@ class TlsOptions:
     def mutual(self) -> bool:
         return self.mode == "mtls"
 
+    @property
+    def mode_words(self) -> str:
+        """'mutual TLS', 'TLS' or 'no TLS', for a listener's banner."""
+        return {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[self.mode]
+
     def key_password(self) -> bytes | None:
         """The private key password from `key_password_file` (its first line), or None."""
         if self.key_password_file is None:

@@ -3,7 +3,7 @@
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,10 @@ from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
+
+if TYPE_CHECKING:
+    from tdwii_cli.client.peer import Peer
+    from tdwii_cli.client.watch import Watcher
 
 wlog = logging.getLogger("tdwii.watch")
 LISTEN = "Listening"
@@ -105,7 +109,7 @@ def watch(
     watcher = Watcher(net.calling_aet, ssl_context, show, settings)
     _listen(watcher, bind_address, port)
     host, bound = watcher.address
-    mode = {"mtls": "mutual TLS", "tls": "TLS", "off": "no TLS"}[tls.mode]
+    mode = tls.mode_words
     shown = f"[{host}]" if ":" in host else host
     _banner(
         log,
@@ -133,12 +137,12 @@ def _banner(log: LogOptions, text: str) -> None:
         sys.stderr.flush()
 
 
-def _listen(watcher: "object", host: str, port: int) -> None:
+def _listen(watcher: "Watcher", host: str, port: int) -> None:
     from tdwii_cli.cli.listening import listen_error
     from tdwii_cli.scp.acceptor import wildcard_address
 
     try:
-        watcher.start(host or wildcard_address(), port)  # type: ignore[attr-defined]
+        watcher.start(host or wildcard_address(), port)
     except OSError as exc:
         raise listen_error(exc, host, port) from None
 
@@ -157,7 +161,7 @@ def _wait(done: threading.Event) -> None:
             signal.signal(sig, handler)
 
 
-def _subscription_peer(target: tuple[str, int], tls: TlsOptions, net: ScuOptions):  # type: ignore[no-untyped-def]
+def _subscription_peer(target: tuple[str, int], tls: TlsOptions, net: ScuOptions) -> "Peer":
     from dataclasses import replace
 
     from tdwii_cli.cli.ups.common import peer
