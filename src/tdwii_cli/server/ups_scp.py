@@ -73,6 +73,8 @@ def _receiving_ae(info: Dataset) -> str:
     return str(info.get("ReceivingAE") or "").strip()
 
 
+_UIDS_PER_QUERY = 500  # SQLite allows 32766 parameters; a small IN list stays fast
+
 _MISSING_RECEIVING_AE = Reply(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
 
 
@@ -516,12 +518,15 @@ class UpsScp:
         commit; those not final are read from the store's index columns, not decoded."""
         if not uids:
             return
-        wanted = set(uids)
-        rows = self.store.query(
-            "SELECT uid, state, input_readiness FROM workitems "
-            "WHERE state IN ('SCHEDULED', 'IN PROGRESS')"
-        )
-        found = {uid: (state, readiness) for uid, state, readiness in rows if uid in wanted}
+        found: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(uids), _UIDS_PER_QUERY):  # by primary key, a few at a time
+            chunk = uids[i : i + _UIDS_PER_QUERY]
+            rows = self.store.query(
+                "SELECT uid, state, input_readiness FROM workitems WHERE state IN "
+                f"('SCHEDULED', 'IN PROGRESS') AND uid IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((uid, (state, readiness)) for uid, state, readiness in rows)
         reports = []
         for uid in uids:  # in the order subscribed
             if uid in found:
