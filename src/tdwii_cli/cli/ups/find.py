@@ -109,6 +109,7 @@ def find(
         from tdwii_cli.cli.ups.render import WorklistTable
 
         table = WorklistTable()
+    completed = False
     try:
         with cancel_on_ctrl_c() as pressed:
             result = run_find(
@@ -119,9 +120,10 @@ def find(
                 on_match=table.add if table is not None else None,
                 interrupt=pressed,
             )
+        completed = True
     finally:
         if table is not None:
-            table.close()
+            table.close(completed)
     if json_out:
         from tdwii_cli.cli.ups.render import dicom_json
         from tdwii_cli.dicom import codec

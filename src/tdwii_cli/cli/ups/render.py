@@ -24,12 +24,19 @@ COLUMNS = (
 
 
 class WorklistTable:
-    """Rows printed as they arrive; `close()` ends the table."""
+    """Rows printed as they arrive; the header comes with the first row, or at `close()`
+    when the query ended without one (a query that failed prints nothing here)."""
 
     def __init__(self) -> None:
         self.rows = 0
         self._live: Any = None
         self._table: Any = None
+        self._begun = False
+        self._widths = [max(width, len(title)) for _key, title, width in COLUMNS]
+        self._widths[0] = 64
+
+    def _begin(self) -> None:
+        self._begun = True
         if sys.stdout.isatty():
             from rich.live import Live
             from rich.table import Table
@@ -42,8 +49,6 @@ class WorklistTable:
             self._live = Live(self._table, console=stdout_console(), auto_refresh=False)
             self._live.start()
         else:
-            self._widths = [max(width, len(title)) for _key, title, width in COLUMNS]
-            self._widths[0] = 64
             self._write([title for _key, title, _width in COLUMNS])
 
     def _write(self, cells: list[str]) -> None:
@@ -52,6 +57,8 @@ class WorklistTable:
         sys.stdout.flush()
 
     def add(self, match: "Match") -> None:
+        if not self._begun:
+            self._begin()
         self.rows += 1
         row = match.to_row()
         cells = [_printable(row[key]) or "-" for key, _title, _width in COLUMNS]
@@ -63,7 +70,10 @@ class WorklistTable:
         else:
             self._write(cells)
 
-    def close(self) -> None:
+    def close(self, completed: bool = True) -> None:
+        """End the table (an empty one is shown when the query `completed` with no row)."""
+        if completed and not self._begun:
+            self._begin()
         if self._live is not None:
             self._live.stop()
 
