@@ -555,10 +555,11 @@ def test_quick_certificate_reader_agrees_with_cryptography(
     facts = _leaf_facts(cert.read_bytes())
     assert facts is not None  # handled by the quick reader, not the fallback
     loaded = load_cert(cert)
-    assert facts[0] == loaded.not_valid_before_utc
-    assert facts[1] == loaded.not_valid_after_utc
-    assert facts[2] == (key_problem(loaded) or "")
-    assert bool(facts[2]) == (key in ("ec224", "rsa1024"))
+    assert facts.not_before == loaded.not_valid_before_utc
+    assert facts.not_after == loaded.not_valid_after_utc
+    assert facts.weakness == (key_problem(loaded) or "")
+    assert bool(facts.weakness) == (key in ("ec224", "rsa1024"))
+    assert facts.key_type == ("EC" if key.startswith("ec") else "RSA")
 
 
 def test_encrypted_key_without_password(tmp_path: Path, pki_dir: Path) -> None:

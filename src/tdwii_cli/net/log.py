@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tdwii_cli.dicom.status import format_status
-from tdwii_cli.dicom.uids import uid_name
+from tdwii_cli.dicom.uids import full_uid_name, uid_name
 from tdwii_cli.net.dimse import C_CANCEL_RQ, Command
 
 if TYPE_CHECKING:
@@ -64,12 +64,19 @@ def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
     )
 
 
-def handshake_failed(peer: str, exc: BaseException, side: Side = "server") -> None:
-    """One warning line: peer, the reason in plain words and what to do."""
+def handshake_failed(
+    peer: str, exc: BaseException, side: Side = "server", sock: ssl.SSLSocket | None = None
+) -> None:
+    """One warning line: peer (with the CN of the certificate it presented, even a refused
+    one), the reason in plain words and what to do; `sock` gives our side's facts."""
     from tdwii_cli.tls.diagnosis import describe_handshake_error
+    from tdwii_cli.tls.transcript import client_hello, peer_subject_cn
 
-    failure = describe_handshake_error(exc, side=side)
-    log.warning("%s: TLS handshake failed: %s (%s)", peer, failure.reason, failure.advice)
+    context = sock.context if sock is not None else None
+    hello = client_hello(sock) if sock is not None and side == "server" else None
+    failure = describe_handshake_error(exc, side=side, context=context, hello=hello)
+    cn = peer_subject_cn(sock) if sock is not None else None
+    log.warning("%s: TLS handshake failed: %s (%s)", who(peer, cn), failure.reason, failure.advice)
     log.debug("%s: handshake error detail: %r", peer, exc)
 
 
@@ -94,7 +101,7 @@ def association_accepted(
     for abstract, syntax in accepted:
         log.info("  accepted  %s  %s", uid_name(abstract), uid_name(syntax))
     for abstract, why in rejected:
-        log.info("  rejected  %s  (%s)", printable(uid_name(abstract)), why or "rejected")
+        log.info("  rejected  %s  (%s)", printable(full_uid_name(abstract)), why or "rejected")
 
 
 def association_rejected(peer: str, detail: str = "") -> None:
@@ -105,8 +112,13 @@ def association_released(peer: str) -> None:
     log.info("%s: association released", peer)
 
 
-def association_aborted(peer: str) -> None:
-    log.warning("%s: association aborted", peer)
+def association_aborted(peer: str, *, nothing_accepted: bool = False) -> None:
+    """The peer's A-ABORT: a warning, unless we had accepted none of its contexts (then
+    giving up is the normal thing for it to do)."""
+    if nothing_accepted:
+        log.info("%s: association aborted by the peer: we accepted none of its contexts", peer)
+    else:
+        log.warning("%s: association aborted", peer)
 
 
 def dimse_line(peer: str, direction: str, command: Command, took_ms: float | None = None) -> None:

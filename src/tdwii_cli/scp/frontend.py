@@ -32,6 +32,7 @@ from tdwii_cli.net.sockets import format_peer, set_nodelay
 from tdwii_cli.scp.limits import Limits, host_key
 from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
+from tdwii_cli.tls.peercheck import unfit
 
 log = logging.getLogger("tdwii.serve")
 
@@ -252,7 +253,7 @@ class Frontend:
                     return self._back(conn, selectors.EVENT_WRITE)
                 except (OSError, ValueError) as exc:
                     try:
-                        netlog.handshake_failed(conn.peer, exc, "server")
+                        netlog.handshake_failed(conn.peer, exc, "server", conn.sock)
                     except Exception:  # the log must never stop the server
                         log.warning("%s: TLS handshake failed: %s", conn.peer, exc)
                     return self._drop(conn, "", quiet=True)
@@ -261,6 +262,10 @@ class Frontend:
                     netlog.handshake_ok(conn.peer, conn.sock)
                 except Exception as exc:  # pragma: no cover - logging problems only
                     log.debug("%s: cannot describe the peer: %s", conn.peer, exc)
+                der = conn.sock.getpeercert(binary_form=True)
+                why = unfit(der) if der else ""
+                if why:
+                    return self._drop(conn, f"certificate refused: {why}")
                 conn.stage, conn.deadline = "A-ASSOCIATE-RQ", time.monotonic() + self.artim
             self._read_request(conn)
         except Exception as exc:  # never lose a pool thread or a connection's count

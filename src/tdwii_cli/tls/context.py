@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.tls.options import ProfileName, TlsOptions
-from tdwii_cli.tls.owncert import check_own_certificate
+from tdwii_cli.tls.owncert import OwnCertificate, check_own_certificate
 
 log = logging.getLogger("tdwii.tls")
 
@@ -46,9 +46,30 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> ssl.SSLContext:
+class Context(ssl.SSLContext):
+    """An `ssl.SSLContext` that remembers its profile and what our certificate is, so that a
+    failed handshake can be explained with both (see `tdwii_cli.tls.diagnosis`)."""
+
+    profile: Profile
+    own: OwnCertificate | None = None
+
+
+def key_type_problem(profile: ProfileName, key_type: str) -> str:
+    """Why a server with a `key_type` key cannot accept TLS 1.2 clients under `profile`
+    ('' when it can): `bcp195-nd`'s TLS 1.2 suites are ECDHE-RSA and DHE-RSA only."""
+    if profile == "bcp195-nd" and key_type == "EC":
+        return (
+            "profile bcp195-nd has only RSA suites for TLS 1.2, so with an EC certificate "
+            "only TLS 1.3 clients can connect (bcp195-rfc8996 or bcp195-ex take TLS 1.2 "
+            "clients with an EC key)"
+        )
+    return ""
+
+
+def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> Context:
     profile = PROFILES[opts.profile]
-    ctx = ssl.SSLContext(purpose)
+    ctx = Context(purpose)
+    ctx.profile = profile
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = profile.maximum
     ctx.set_ciphers(profile.ciphers)
@@ -68,13 +89,17 @@ def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> ssl.SSLContext:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if opts.cert is not None and opts.key is not None:
         # servers and mTLS clients always; a --tls client only when it was given a pair
-        check_own_certificate(opts.cert, opts.key, opts.key_password(), ctx)
+        ctx.own = check_own_certificate(opts.cert, opts.key, opts.key_password(), ctx)
     return ctx
 
 
-def build_server_context(opts: TlsOptions) -> ssl.SSLContext:
-    """Server context: server cipher preference; client certificate required for mTLS."""
+def build_server_context(opts: TlsOptions) -> Context:
+    """Server context: server cipher preference; client certificate required for mTLS; the
+    peer's hello and certificate recorded (`tdwii_cli.tls.transcript`) for the log."""
+    from tdwii_cli.tls.transcript import record
+
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts)
+    record(ctx)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.verify_mode = ssl.CERT_REQUIRED if opts.mutual else ssl.CERT_NONE
     # Selects "dicom" when offered; a client offering no ALPN (or others only) goes on without.
@@ -82,7 +107,7 @@ def build_server_context(opts: TlsOptions) -> ssl.SSLContext:
     return ctx
 
 
-def build_client_context(opts: TlsOptions) -> ssl.SSLContext:
+def build_client_context(opts: TlsOptions) -> Context:
     """Client context: verify the server (and its host name unless turned off), offer ALPN."""
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, opts)
     ctx.verify_mode = ssl.CERT_REQUIRED

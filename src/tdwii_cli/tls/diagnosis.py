@@ -11,7 +11,10 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from tdwii_cli.tls.transcript import Hello
 
 Side = Literal["client", "server"]
 
@@ -141,8 +144,25 @@ _REASONS: list[tuple[tuple[str, ...], str, str, str]] = [
 ]
 
 
-def describe_handshake_error(exc: BaseException, *, side: Side = "client") -> HandshakeFailure:
-    """Plain words for a failed handshake, as seen from `side`."""
+def describe_handshake_error(
+    exc: BaseException,
+    *,
+    side: Side = "client",
+    context: ssl.SSLContext | None = None,
+    hello: Hello | None = None,
+) -> HandshakeFailure:
+    """Plain words for a failed handshake, as seen from `side`; with our `context` (a
+    `tdwii_cli.tls.context.Context`) and the peer's `hello` (servers only) the words name
+    the versions, suites and key types of both sides where they explain the failure."""
+    failure = _describe(exc, side)
+    if context is not None:
+        from tdwii_cli.tls.explain import refine
+
+        return refine(failure, side, context, hello)
+    return failure
+
+
+def _describe(exc: BaseException, side: Side) -> HandshakeFailure:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return HandshakeFailure(
             "timeout",

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tdwii_cli.clock import utc_now
 from tdwii_cli.errors import TdwiiError
@@ -20,7 +22,17 @@ from tdwii_cli.pki.policy import EXPIRY_WARNING_DAYS, MIN_EC_BITS, MIN_RSA_BITS
 log = logging.getLogger("tdwii.tls")
 
 
-Facts = tuple[dt.datetime, dt.datetime, str]  # not before, not after, weakness ("" if none)
+KeyType = Literal["RSA", "EC", "other"]
+
+
+@dataclass(frozen=True)
+class OwnCertificate:
+    """What the TLS layer needs to know of our own certificate after it was checked."""
+
+    not_before: dt.datetime
+    not_after: dt.datetime
+    key_type: KeyType
+    weakness: str = ""  # "" when none
 
 
 def check_own_certificate(
@@ -28,7 +40,7 @@ def check_own_certificate(
     key_path: Path,
     password: bytes | None,
     ctx: ssl.SSLContext | None = None,
-) -> None:
+) -> OwnCertificate:
     """Refuse an unusable certificate of ours before any connection; warn when it expires soon.
 
     Refuses (one `TdwiiError` line): expired, not yet valid, RSA < 2048 or EC < 256 bits,
@@ -36,6 +48,7 @@ def check_own_certificate(
     key password (never shown). The pair is then loaded into `ctx` (a throwaway context when
     None). The certificate is read with a small DER reader so that a one-shot command does
     not pay for importing `cryptography`; anything it cannot read goes the `cryptography` way.
+    Returns what was read of the certificate.
     """
     now = utc_now()
     try:
@@ -44,7 +57,7 @@ def check_own_certificate(
         facts = None
     if facts is None:  # unusual or broken file: the full parser gives the precise words
         facts = _leaf_facts_cryptography(cert_path, key_path, password)
-    not_before, not_after, weakness = facts
+    not_before, not_after, weakness = facts.not_before, facts.not_after, facts.weakness
     if not_before > now:
         raise TdwiiError(
             f"our certificate {cert_path} is not valid before {not_before:%Y-%m-%d %H:%M} UTC",
@@ -63,6 +76,7 @@ def check_own_certificate(
         log.warning(
             "our certificate %s expires in %d days (%s)", cert_path, days, f"{not_after:%Y-%m-%d}"
         )
+    return facts
 
 
 class _PasswordNeeded(Exception):
@@ -157,8 +171,8 @@ def _der_time(tag: int, value: bytes) -> dt.datetime:
     return dt.datetime(int(text[:4]), month, day, hour, minute, second, tzinfo=dt.timezone.utc)
 
 
-def _leaf_facts(pem: bytes) -> Facts | None:
-    """(not_before, not_after, weakness or "") of the first certificate in a PEM file, or None
+def _leaf_facts(pem: bytes) -> OwnCertificate | None:
+    """The validity, key type and weakness of the first certificate in a PEM file, or None
     when it holds something this reader does not handle (then `cryptography` decides)."""
     begin = pem.find(b"-----BEGIN CERTIFICATE-----")
     stop = pem.find(b"-----END CERTIFICATE-----", begin)
@@ -183,6 +197,7 @@ def _leaf_facts(pem: bytes) -> Facts | None:
     oid = der[alg_oid[1] : alg_oid[2]]
     key_bits = der[bits[1] + 1 : bits[2]]  # after the unused-bits byte
     weakness = ""
+    key_type: KeyType = "RSA" if oid in _RSA_OIDS else "EC"
     if oid in _RSA_OIDS:
         _, qs, qe = _tlv(der, bits[1] + 1)  # RSAPublicKey ::= SEQUENCE {modulus, exponent}
         _, ms, me = _children(der, qs, qe)[0]
@@ -198,13 +213,27 @@ def _leaf_facts(pem: bytes) -> Facts | None:
         return None
     if not weakness and weak_sig:
         weakness = f"{weak_sig} signature (SHA-256 or better required)"
-    return not_before, not_after, weakness
+    return OwnCertificate(not_before, not_after, key_type, weakness)
 
 
-def _leaf_facts_cryptography(cert_path: Path, key_path: Path, password: bytes | None) -> Facts:
+def _leaf_facts_cryptography(
+    cert_path: Path, key_path: Path, password: bytes | None
+) -> OwnCertificate:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     from tdwii_cli.pki.certs import key_problem, load_cert
     from tdwii_cli.pki.keys import load_key
 
     cert = load_cert(cert_path)
     load_key(key_path, password)  # its own clear errors (password, not a key)
-    return cert.not_valid_before_utc, cert.not_valid_after_utc, key_problem(cert) or ""
+    public = cert.public_key()
+    key_type: KeyType = (
+        "RSA"
+        if isinstance(public, rsa.RSAPublicKey)
+        else "EC"
+        if isinstance(public, ec.EllipticCurvePublicKey)
+        else "other"
+    )
+    return OwnCertificate(
+        cert.not_valid_before_utc, cert.not_valid_after_utc, key_type, key_problem(cert) or ""
+    )
