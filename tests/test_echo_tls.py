@@ -115,7 +115,7 @@ def test_plain_dicom_to_a_tls_port_is_62(dcmtk_tls_peer: int) -> None:
     proc = run_echo_cli("localhost", str(dcmtk_tls_peer))
     assert proc.returncode == 62
     line = one_error_line(proc)
-    assert "closed the connection before answering" in line and "expect TLS" in line
+    assert "closed the connection without answering" in line and "expect TLS" in line
 
 
 def test_tls_to_a_plain_port_is_63(pki_dir: Path, dcmtk_plain_peer: int) -> None:

@@ -26,6 +26,16 @@ def echo(
     repeat: Annotated[
         int, typer.Option("--repeat", "-r", min=1, help="Associations, one after the other.")
     ] = 1,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            metavar="SECONDS",
+            help="Retry while the peer is not listening yet, up to SECONDS (a server just "
+            "started).",
+        ),
+    ] = 0.0,
     *,
     net: ScuOptions,
     tls: TlsOptions,
@@ -35,7 +45,7 @@ def echo(
     from tdwii_cli.client.echo import run_echo
     from tdwii_cli.dicom.status import format_status
 
-    result = run_echo(host, port, tls=tls, net=net, count=count, repeat=repeat)
+    result = run_echo(host, port, tls=tls, net=net, count=count, repeat=repeat, wait=wait)
     times = result.summary()
     status = result.statuses[-1]
     where = f"{net.called_aet}@{result.peer}"

@@ -21,7 +21,6 @@ _TLS_HINTS = {
     "hostname-mismatch": "connect by a name in its SANs, or --no-verify-hostname",
     "no-client-certificate": "use --mtls (with --cert/--key), not --tls",
     "certificate-required": "use --mtls (with --cert/--key), not --tls",
-    "no-shared-cipher": "use a peer with RFC 9325 suites (ECDHE with AES-GCM) or try --tls-profile",
     "not-tls": "use --mtls/--tls on both sides, or neither; TLS is usually on port 2762",
     "verify-failed": "check the CA (--ca) and the certificate",
     "unknown": "run with -d for details",
@@ -33,11 +32,18 @@ def hint_for(exc: TdwiiError) -> str:
     exc = getattr(exc, "cause", None) or exc  # an interrupted batch: the error that stopped it
     if exc.hint:
         return exc.hint
+    if isinstance(exc, net.Unresolvable):
+        return "check the name, or give an IP address"
     if isinstance(exc, net.Unreachable):
         return "is the server running, and are the host and port right?"
     if isinstance(exc, net.HandshakeFailed):
-        return _TLS_HINTS.get(exc.failure.cause, exc.failure.advice)
+        failure = exc.failure
+        if "profile" in failure.advice:  # diagnosis names profiles, not options
+            return f"{failure.advice} (--tls-profile)"
+        return _TLS_HINTS.get(failure.cause, failure.advice)
     if isinstance(exc, net.ClosedBeforeAnswer):
+        if exc.tls:
+            return "is it a DICOM node on this port? the server's log says why it closed"
         return "does the server expect TLS (--mtls/--tls)? see its log"
     if isinstance(exc, net.AssociationRejected):
         return "check -aec/-aet and the server's limits"

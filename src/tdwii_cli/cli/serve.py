@@ -218,6 +218,15 @@ def serve(
             "unless a subscriber holds a deletion lock; default: keep them.",
         ),
     ] = None,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ready-file",
+            metavar="FILE",
+            help="Once listening, write 'HOST PORT' to FILE (removed at exit): scripts wait "
+            "for it instead of sleeping; or use tdwii echo --wait.",
+        ),
+    ] = None,
     *,
     log: LogOptions,
     tls: dict[str, Any],
@@ -249,7 +258,13 @@ def serve(
         "ae_config": ae_config,
         "retention": retention,
     }
-    code = run_serve(command_line, tls, config_file=config, quiet=log.level > logging.WARNING)
+    code = run_serve(
+        command_line,
+        tls,
+        config_file=config,
+        quiet=log.level > logging.WARNING,
+        ready_file=ready_file,
+    )
     raise typer.Exit(code)
 
 
@@ -262,6 +277,7 @@ def run_serve(
     *,
     config_file: Path | None = None,
     quiet: bool = False,
+    ready_file: Path | None = None,
 ) -> int:
     """Merge the configuration, start the worklist manager, serve until a signal; exit code."""
     from tdwii_cli.cli.console import stderr_console
@@ -299,9 +315,29 @@ def run_serve(
             markup=False,
             soft_wrap=True,
         )
-    code = manager.serve_until_signal()
+    if ready_file is not None:
+        try:
+            _write_ready_file(ready_file, host, bound_port)
+        except TdwiiError:
+            manager.stop(0)
+            raise
+    try:
+        code = manager.serve_until_signal()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     log.info("stopped")
     return code
+
+
+def _write_ready_file(path: Path, host: str, port: int) -> None:
+    """'HOST PORT' (the address listened on), written atomically once we accept."""
+    from tdwii_cli.fileio import write_atomic
+
+    try:
+        write_atomic(path, f"{host} {port}\n".encode())
+    except OSError as exc:
+        raise TdwiiError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
 
 
 def _log_config(

@@ -6,6 +6,7 @@ imports neither pydicom nor pynetdicom nor cryptography.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 from tdwii_cli.dicom.status import SUCCESS, format_status
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, VERIFICATION
-from tdwii_cli.net.association import open_association, propose
+from tdwii_cli.net.association import Association, open_association, propose
 from tdwii_cli.net.dimse import C_ECHO_RQ, Command
+from tdwii_cli.net.errors import Unreachable
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
 
@@ -43,10 +45,40 @@ class EchoResult:
         return {"min": min(r), "median": statistics.median(r), "max": max(r)}
 
 
+def _echo(assoc: Association, count: int, result: EchoResult) -> None:
+    context = assoc.context(VERIFICATION)
+    for _ in range(count):
+        request = Command(C_ECHO_RQ, message_id=assoc.next_message_id(), sop_class=VERIFICATION)
+        start = time.perf_counter()
+        assoc.send(request, None, context)
+        status = assoc.response(request).command.status or 0
+        took = (time.perf_counter() - start) * 1000
+        log.info(
+            "%s: C-ECHO id=%d status %s in %.1f ms",
+            assoc.peer,
+            request.message_id,
+            format_status(status),
+            took,
+        )
+        result.statuses.append(status)
+        result.rtts_ms.append(took)
+
+
 def run_echo(
-    host: str, port: int, *, tls: TlsOptions, net: ScuOptions, count: int = 1, repeat: int = 1
+    host: str,
+    port: int,
+    *,
+    tls: TlsOptions,
+    net: ScuOptions,
+    count: int = 1,
+    repeat: int = 1,
+    wait: float = 0.0,
 ) -> EchoResult:
-    """`count` C-ECHOs on each of `repeat` associations; a `NetError` when one fails."""
+    """`count` C-ECHOs on each of `repeat` associations; a `NetError` when one fails.
+
+    With `wait`, a peer that is not listening yet (connection refused, `Unreachable`) is
+    tried again every 0.2 s for up to `wait` seconds: a script starts a server, then waits
+    for it with `tdwii echo --wait 30`. Any other failure is final at once."""
     ctx = None
     if tls.enabled:
         from tdwii_cli.tls.context import build_client_context
@@ -54,27 +86,20 @@ def run_echo(
         ctx = build_client_context(tls)
     result = EchoResult(peer=f"{host}:{port}")
     contexts = propose([VERIFICATION], (IMPLICIT_VR_LE, EXPLICIT_VR_LE))
-    for _ in range(repeat):
-        with open_association(host, port, ctx, net, contexts, mutual=tls.mutual) as assoc:
+    deadline = time.monotonic() + wait
+    while result.associations < repeat:
+        with contextlib.ExitStack() as stack:
+            try:
+                assoc = stack.enter_context(
+                    open_association(host, port, ctx, net, contexts, mutual=tls.mutual)
+                )
+            except Unreachable:
+                if result.associations or time.monotonic() + 0.2 > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             result.associations += 1
             result.tls_version = assoc.tls_version
             result.cipher = assoc.cipher
-            context = assoc.context(VERIFICATION)
-            for _ in range(count):
-                request = Command(
-                    C_ECHO_RQ, message_id=assoc.next_message_id(), sop_class=VERIFICATION
-                )
-                start = time.perf_counter()
-                assoc.send(request, None, context)
-                status = assoc.response(request).command.status or 0
-                took = (time.perf_counter() - start) * 1000
-                log.info(
-                    "%s: C-ECHO id=%d status %s in %.1f ms",
-                    assoc.peer,
-                    request.message_id,
-                    format_status(status),
-                    took,
-                )
-                result.statuses.append(status)
-                result.rtts_ms.append(took)
+            _echo(assoc, count, result)
     return result

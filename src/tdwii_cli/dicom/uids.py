@@ -53,3 +53,15 @@ def uid_name(uid: object) -> str:
     """A short name for the UIDs tdwii negotiates (the UID itself otherwise)."""
     text = str(uid)
     return _NAMES.get(text, text)
+
+
+def full_uid_name(uid: object) -> str:
+    """`uid_name`, else the standard's name from pydicom's UID dictionary, with the UID
+    (for the rare lines about other SOP Classes: pydicom is imported on first use)."""
+    text = str(uid)
+    if text in _NAMES:
+        return _NAMES[text]
+    from pydicom._uid_dict import UID_dictionary
+
+    entry = UID_dictionary.get(text)
+    return f"{entry[0]} ({text})" if entry else text

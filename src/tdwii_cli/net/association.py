@@ -38,11 +38,12 @@ from tdwii_cli.net.errors import (
     PeerTimeout,
     ProtocolViolation,
     Unreachable,
+    Unresolvable,
     closed_after_handshake,
 )
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.net.sockets import set_nodelay
-from tdwii_cli.tls.diagnosis import describe_handshake_error
+from tdwii_cli.tls.diagnosis import HandshakeFailure, describe_handshake_error
 
 log = logging.getLogger("tdwii.net")
 
@@ -187,6 +188,8 @@ def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOption
         raw = socket.create_connection(
             (host, port), timeout=options.connect_timeout, source_address=source
         )
+    except socket.gaierror:
+        raise Unresolvable(peer, host) from None
     except OSError as exc:
         if options.source_address and exc.errno == errno.EADDRNOTAVAIL:
             raise TdwiiError(
@@ -204,7 +207,8 @@ def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOption
         sock = ctx.wrap_socket(raw, server_hostname=host)  # handshake within the connect timeout
     except OSError as exc:
         raw.close()
-        raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
+        failure = describe_handshake_error(exc, side="client", context=ctx)
+        raise HandshakeFailed(peer, failure) from None
     netlog.handshake_ok(peer, sock)
     sock.settimeout(options.acse_timeout)
     return sock
@@ -236,17 +240,15 @@ def _associate(
         pdu_type, payload = pdu.read_pdu(sock)
     except ssl.SSLError as exc:
         if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-            raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
-        raise closed_after_handshake(peer, mutual) from None
+            raise HandshakeFailed(peer, _failure(exc, sock)) from None
+        raise _closed(peer, sock, mutual) from None
     except TimeoutError:
         raise PeerTimeout(peer) from None
     except (pdu.Closed, OSError) as exc:
         if not tls_on:
             # a TLS server reads our A-ASSOCIATE-RQ as a broken ClientHello and hangs up
             raise ClosedBeforeAnswer(peer, tls=False) from None
-        # TLS 1.3: the server checks our certificate after our side of the handshake
-        # is done; its alert is often lost when it closes on our unread request.
-        raise closed_after_handshake(peer, mutual) from exc
+        raise _closed(peer, sock, mutual) from exc
     if pdu_type == pdu.A_ASSOCIATE_RJ:
         raise AssociationRejected(peer, options.called_aet, str(pdu.parse_associate_rj(payload)))
     if pdu_type == pdu.A_ABORT:
@@ -255,6 +257,22 @@ def _associate(
     if pdu_type != pdu.A_ASSOCIATE_AC:
         raise pdu.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} after A-ASSOCIATE-RQ")
     return pdu.parse_associate_ac(payload)
+
+
+def _failure(exc: BaseException, sock: socket.socket) -> HandshakeFailure:
+    """A late TLS alert (TLS 1.3: after our side of the handshake), in our context's words."""
+    context = sock.context if isinstance(sock, ssl.SSLSocket) else None
+    return describe_handshake_error(exc, side="client", context=context)
+
+
+def _closed(peer: str, sock: socket.socket, mutual: bool) -> NetError:
+    """The server hung up on our A-ASSOCIATE-RQ over TLS. In TLS 1.3 it judges our
+    certificate after our side of the handshake is done, and its alert is often lost when it
+    closes on our unread request: that is evidence about our certificate. In TLS 1.2 the
+    handshake's success already means it took our certificate: it just did not answer."""
+    if isinstance(sock, ssl.SSLSocket) and sock.version() == "TLSv1.3":
+        return closed_after_handshake(peer, mutual)
+    return ClosedBeforeAnswer(peer, tls=True)
 
 
 def release(sock: socket.socket) -> None:
@@ -321,7 +339,7 @@ def open_association(
     except TimeoutError:
         raise PeerTimeout(peer) from None
     except ssl.SSLError as exc:  # TLS 1.3: the server's verdict on our certificate comes late
-        raise HandshakeFailed(peer, describe_handshake_error(exc, side="client")) from None
+        raise HandshakeFailed(peer, _failure(exc, sock)) from None
     except (pdu.AbortReceived, pdu.Closed) as exc:
         raise AssociationAborted(peer, str(exc), tls=tls_on) from None
     except pdu.ProtocolError as exc:

@@ -29,6 +29,18 @@ class Unreachable(NetError):
         super().__init__(peer, f"cannot reach {peer}: {words}", exitcodes.UNREACHABLE)
 
 
+class Unresolvable(Unreachable):
+    """The host name does not resolve (60): no address to connect to at all."""
+
+    def __init__(self, peer: str, host: str) -> None:
+        NetError.__init__(
+            self,
+            peer,
+            f"cannot reach {peer}: the host name {host!r} does not resolve",
+            exitcodes.UNREACHABLE,
+        )
+
+
 class HandshakeFailed(NetError):
     """The TLS handshake failed (63); `failure` says why."""
 
@@ -39,13 +51,13 @@ class HandshakeFailed(NetError):
 
 
 def closed_after_handshake(peer: str, mutual: bool) -> HandshakeFailed:
-    """The server hung up right after a TLS handshake that looked fine to us: in TLS 1.3 the
-    verdict on our certificate comes after our side of the handshake is done."""
+    """The server hung up right after a TLS 1.3 handshake that looked fine to us: in TLS 1.3
+    the verdict on our certificate comes after our side of the handshake is done."""
     if mutual:
         failure = HandshakeFailure(
             "refused-our-certificate",
-            "the server closed the connection right after the handshake: it did not accept "
-            "our certificate",
+            "the server closed the connection right after the TLS 1.3 handshake: most likely "
+            "it did not accept our certificate",
             "is our certificate from a trusted CA, and not revoked? the server's log says why",
         )
     else:
@@ -59,10 +71,13 @@ def closed_after_handshake(peer: str, mutual: bool) -> HandshakeFailed:
 
 
 class ClosedBeforeAnswer(NetError):
-    """The peer hung up on our A-ASSOCIATE-RQ without a word (62): often TLS against plain."""
+    """The peer hung up on our A-ASSOCIATE-RQ without a word (62): often TLS against plain;
+    over TLS 1.2, after a handshake that accepted our certificate."""
 
     def __init__(self, peer: str, *, tls: bool) -> None:
-        message = f"{peer} closed the connection before answering the association request"
+        message = f"{peer} closed the connection without answering the association request"
+        if tls:
+            message += " (the TLS handshake had succeeded)"
         super().__init__(peer, message, exitcodes.ASSOC_ABORTED, tls=tls)
 
 

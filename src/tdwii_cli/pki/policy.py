@@ -15,3 +15,4 @@ CA_DAYS = 3650
 CRL_DAYS = 30
 BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock differences between nodes
 EXPIRY_WARNING_DAYS = 30  # warn when a certificate has fewer days left
+CRL_WARNING_DAYS = 7  # warn when the CRL a server checks against has fewer days left

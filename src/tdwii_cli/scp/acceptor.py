@@ -138,6 +138,13 @@ class Acceptor:
         self._thread.daemon = True
         self._thread.start()
 
+    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Use `ssl_context` for connections accepted from now on (a reloaded CRL, say);
+        connections already up keep theirs."""
+        self.ssl_context = ssl_context
+        if self.frontend is not None:
+            self.frontend.ssl_context = ssl_context
+
     # -- an A-ASSOCIATE-RQ has arrived (on a front end thread) ---------------------------
 
     def _on_request(self, arrival: Arrival) -> None:

@@ -122,9 +122,9 @@ class Session:
             self.reader.push_back(self._leftover)
             self._serve()
         except _Released:
-            netlog.association_released(self.peer)
+            netlog.association_released(self.who)
         except _PeerAborted:
-            netlog.association_aborted(self.peer)
+            netlog.association_aborted(self.who, nothing_accepted=not self.negotiated.contexts)
         except framing.Deadline as exc:
             self._abort(
                 f"{exc.stage} deadline of {exc.seconds:g} s passed", pdu.ABORT_NOT_SPECIFIED

@@ -16,7 +16,7 @@ import signal
 import ssl
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tdwii_cli.scp.acceptor import Acceptor, wildcard_address
 from tdwii_cli.server.acceptor import ups_acceptor
@@ -25,7 +25,28 @@ from tdwii_cli.server.store import WorkitemStore
 from tdwii_cli.server.ups_scp import UpsScp
 from tdwii_cli.tls.options import TlsOptions
 
+if TYPE_CHECKING:
+    from tdwii_cli.tls.revocation import CrlWatch
+
 log = logging.getLogger("tdwii.serve")
+
+
+def _server_context(tls: TlsOptions) -> ssl.SSLContext:
+    from tdwii_cli.tls.context import build_server_context
+
+    ctx = build_server_context(tls)
+    ctx.num_tickets = 0  # no client of ours resumes: save the tickets' cost
+    return ctx
+
+
+def _warn_key_type(tls: TlsOptions, ctx: ssl.SSLContext) -> None:
+    """Warn when our key cannot serve the profile's TLS 1.2 suites (EC with bcp195-nd)."""
+    from tdwii_cli.tls.context import Context, key_type_problem
+
+    if isinstance(ctx, Context) and ctx.own is not None:
+        problem = key_type_problem(tls.profile, ctx.own.key_type)
+        if problem:
+            log.warning("%s", problem)
 
 
 class WorklistManager:
@@ -43,7 +64,9 @@ class WorklistManager:
         self.store: WorkitemStore | None = None
         self.scp: UpsScp | None = None
         self.acceptor: Acceptor | None = None
+        self.crl_watch: CrlWatch | None = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._signals = 0
 
     @property
@@ -63,10 +86,12 @@ class WorklistManager:
         config = self.config
         ssl_context: ssl.SSLContext | None = None
         if self.tls.enabled:
-            from tdwii_cli.tls.context import build_server_context
+            from tdwii_cli.tls.revocation import CrlWatch
 
-            ssl_context = build_server_context(self.tls)
-            ssl_context.num_tickets = 0  # no client of ours resumes: save the tickets' cost
+            ssl_context = _server_context(self.tls)
+            _warn_key_type(self.tls, ssl_context)
+            self.crl_watch = CrlWatch(self.tls, _server_context, self._install)
+            self.crl_watch.check_at_start()
         self.store = WorkitemStore(config.database_location)
         try:
             scp = UpsScp(
@@ -86,11 +111,27 @@ class WorklistManager:
         self.acceptor = acceptor
         self.scp = scp
         scp.start()
+        if self.crl_watch is not None:
+            self.crl_watch.start()
+
+    def _install(self, ssl_context: ssl.SSLContext) -> None:
+        if self.acceptor is not None:
+            self.acceptor.set_ssl_context(ssl_context)
+
+    def reload_tls(self, why: str = "reload") -> bool:
+        """Reread our certificate, key, CA and CRL now (what SIGHUP does); False when
+        there is no TLS or the new files cannot be used (the running set-up stays)."""
+        if self.crl_watch is None:
+            log.warning("%s: nothing to reload (no TLS)", why)
+            return False
+        return self.crl_watch.reload(why)
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let associations serving a request finish (up to `grace` s),
         abort the rest, stop the SCP, close the database."""
         grace = self.config.shutdown_grace if grace is None else grace
+        if self.crl_watch is not None:
+            self.crl_watch.stop()
         if self.acceptor is not None:
             self.acceptor.stop(grace)
             self.acceptor = None
@@ -115,13 +156,17 @@ class WorklistManager:
         self._stop.set()
 
     def serve_until_signal(self) -> int:
-        """Block until SIGINT/SIGTERM, then stop cleanly; return the exit code (0)."""
+        """Block until SIGINT/SIGTERM, then stop cleanly; SIGHUP rereads the TLS files.
+        Returns the exit code (0)."""
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         try:
-            while not self._stop.wait(0.5):
-                pass
+            while not self._stop.wait(0.2):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload_tls("SIGHUP")
             self.stop()
         finally:
             for sig, handler in previous.items():

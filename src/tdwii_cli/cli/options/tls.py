@@ -105,7 +105,12 @@ def _params() -> list[inspect.Parameter]:
                 ProfileName,
                 typer.Option(
                     "--tls-profile",
-                    help="Secure transport profile (PS3.15 Annex B): TLS versions and suites.",
+                    help=(
+                        "Secure transport profile (PS3.15 Annex B). bcp195-rfc8996 (default): "
+                        "TLS 1.2 and 1.3, suites for RSA and EC keys. bcp195-nd: TLS 1.2 and "
+                        "1.3, TLS 1.2 suites for RSA keys only (a server with an EC key then "
+                        "takes TLS 1.3 clients only). bcp195-ex: TLS 1.2 only, RSA and EC."
+                    ),
                     rich_help_panel=PANEL,
                 ),
             ],
@@ -118,11 +123,27 @@ def _params() -> list[inspect.Parameter]:
                 typer.Option(
                     "--crl",
                     metavar="FILE",
-                    help="Refuse peers whose certificate this CRL revokes.",
+                    help=(
+                        "Refuse peers whose certificate this CRL revokes [servers with --mtls: "
+                        "the CRL next to the CA (rootCA.crl.pem), when there is one]. "
+                        "Reread when the file changes."
+                    ),
                     rich_help_panel=PANEL,
                 ),
             ],
             None,
+        ),
+        param(
+            "no_crl",
+            Annotated[
+                bool,
+                typer.Option(
+                    "--no-crl",
+                    help="Servers: do not check revocation, not even with the CA's own CRL.",
+                    rich_help_panel=PANEL,
+                ),
+            ],
+            False,
         ),
         param(
             "verify_hostname",
