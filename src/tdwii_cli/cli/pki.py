@@ -426,6 +426,15 @@ def revoke(
         markup=False,
         soft_wrap=True,
     )
+    stdout_console().print(
+        _CRL_USE.format(crl=_shown(ca_paths(directory).crl)), soft_wrap=True, markup=False
+    )
+
+
+_CRL_USE = (
+    "a `tdwii serve --mtls` using this CA rereads {crl} within a second, running or not; "
+    "other servers need the file (DCMTK: +crl, dcm4che: its trust store's CRL)"
+)
 
 
 @app.command("crl")
@@ -445,3 +454,4 @@ def crl_command(
     write_crl(directory, _ca_password(ca_password_file))
     path = ca_paths(directory).crl
     stdout_console().print(crl_table(load_crl(path), _shown(path)))
+    stdout_console().print(_CRL_USE.format(crl=_shown(path)), soft_wrap=True, markup=False)

@@ -94,9 +94,10 @@ def run_echo(
                     open_association(host, port, ctx, net, contexts, mutual=tls.mutual)
                 )
             except Unreachable:
-                if result.associations or time.monotonic() + 0.2 > deadline:
+                left = deadline - time.monotonic()
+                if result.associations or left <= 0:
                     raise
-                time.sleep(0.2)
+                time.sleep(min(0.2, left))
                 continue
             result.associations += 1
             result.tls_version = assoc.tls_version

@@ -268,10 +268,13 @@ def _failure(exc: BaseException, sock: socket.socket) -> HandshakeFailure:
 def _closed(peer: str, sock: socket.socket, mutual: bool) -> NetError:
     """The server hung up on our A-ASSOCIATE-RQ over TLS. In TLS 1.3 it judges our
     certificate after our side of the handshake is done, and its alert is often lost when it
-    closes on our unread request: that is evidence about our certificate. In TLS 1.2 the
+    closes on our unread request: that is evidence about our certificate, unless it sent us
+    a session ticket (it does so only once it took our certificate). In TLS 1.2 the
     handshake's success already means it took our certificate: it just did not answer."""
     if isinstance(sock, ssl.SSLSocket) and sock.version() == "TLSv1.3":
-        return closed_after_handshake(peer, mutual)
+        session = sock.session
+        if session is None or not session.has_ticket:
+            return closed_after_handshake(peer, mutual)
     return ClosedBeforeAnswer(peer, tls=True)
 
 

@@ -140,6 +140,8 @@ class Session:
         except (pdu.Closed, OSError, ValueError) as exc:
             if self._aborting.is_set():
                 self._abort("the server is stopping", pdu.ABORT_NOT_SPECIFIED)
+            elif not self.negotiated.contexts:  # nothing to do here: leaving is normal
+                log.info("%s: closed: we accepted none of its contexts", self.who)
             else:
                 log.warning("%s: connection lost without release: %s", self.who, _words(exc))
         except Exception:  # a bug must cost this association only, and say so

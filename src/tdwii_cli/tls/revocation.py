@@ -155,7 +155,7 @@ class CrlWatch:
             self.facts = facts
             self._warned = None
         if facts is not None:
-            log.warning(
+            log.info(
                 "%s: CRL %s reloaded: %d revoked%s",
                 why,
                 facts.path,
@@ -165,7 +165,7 @@ class CrlWatch:
                 else "",
             )
         else:
-            log.warning("%s: TLS certificate, key and CA reloaded", why)
+            log.info("%s: TLS certificate, key and CA reloaded", why)
         self._warn_expiry()
         return True
 
