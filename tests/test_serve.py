@@ -374,10 +374,11 @@ def test_port_in_use_is_one_line(tdwii_server: TdwiiServer, serve_workdir: Path)
     assert "in use" in _one_line(result)
 
 
-def test_bad_db_path_is_one_line(serve_workdir: Path) -> None:
-    result = _serve(serve_workdir, "--port", "0", "--db", "no/such/folder/x.sqlite")
+def test_bad_db_path_is_one_line(serve_workdir: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")  # (a missing folder is made, 0700)
+    result = _serve(serve_workdir, "--port", "0", "--db", str(tmp_path / "a-file" / "x.sqlite"))
     assert result.returncode == 1
-    assert "database" in _one_line(result)
+    assert "cannot create database" in _one_line(result)
 
 
 def test_bad_config_file_is_one_line(serve_workdir: Path, tmp_path: Path) -> None:

@@ -285,6 +285,20 @@ def test_bad_input_is_one_line_and_never_harms_the_transaction_file(env: Env) ->
     assert missing.returncode == 1 and "no Transaction UID for" in one_error_line(missing)
 
 
+def test_a_transaction_file_others_can_read_is_warned_about(env: Env) -> None:
+    uid = create(env, "OPEN1", "TBOPEN")
+    shared = env.workdir / "shared-transactions.json"
+    ok(ups(env, "claim", uid, "--transactions", str(shared)))
+    assert shared.stat().st_mode & 0o777 == 0o600
+    os.chmod(shared, 0o644)
+    done = ups(env, "complete", uid, "--transactions", str(shared))
+    assert done.returncode == 0, done.stderr
+    warning = [line for line in done.stderr.splitlines() if "readable by other users" in line]
+    assert len(warning) == 1 and f"transaction file {shared}" in warning[0], done.stderr
+    assert "Transaction UIDs" in warning[0] and "0644" in warning[0]
+    assert shared.stat().st_mode & 0o777 == 0o600  # rewritten by the command: private again
+
+
 def test_find_limit_sends_c_cancel_and_json_round_trips(env: Env) -> None:
     from tdwii_cli.client.dicomfiles import write_part10
     from tdwii_cli.ups.workitem import build_workitem

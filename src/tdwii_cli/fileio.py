@@ -1,5 +1,6 @@
 """Local files: atomic writes (a temp file in the same folder, created with its final mode, then
-renamed) and the one reader of password files.
+renamed), the one reader of password files, and the warning for a private file that others
+may read.
 
 A private key is never readable by anyone else, not even for a moment: the temp
 file is created 0600 by `os.open` before any byte is written. A set of files
@@ -10,12 +11,16 @@ staging leaves the folder as it was.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tdwii_cli.errors import TdwiiError
+
+log = logging.getLogger("tdwii")
 
 KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -146,3 +151,30 @@ def read_password_file(path: Path | str, what: str = "password file") -> bytes:
     if not password:
         raise TdwiiError(f"{what} {path} is empty", hint="put the password on its first line")
     return password
+
+
+def open_to_others(path: Path) -> int | None:
+    """The permission bits of `path` when its group or others may use it, else None."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
+
+
+def warn_if_open(paths: list[Path], what: str, holds: str) -> bool:
+    """One warning line when any of `paths` (`what`, holding `holds`) is readable by others;
+    True if one is."""
+    open_ones = [(path, mode) for path in paths if (mode := open_to_others(path)) is not None]
+    if not open_ones:
+        return False
+    modes = ", ".join(f"{path.name} {mode:04o}" for path, mode in open_ones)
+    log.warning(
+        "%s %s is readable by other users (%s): it holds %s; chmod 600 %s",
+        what,
+        paths[0],
+        modes,
+        holds,
+        " ".join(str(path) for path, _ in open_ones),
+    )
+    return True

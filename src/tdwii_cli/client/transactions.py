@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from tdwii_cli.errors import TdwiiError
-from tdwii_cli.fileio import KEY_MODE, make_dirs, write_atomic
+from tdwii_cli.fileio import KEY_MODE, make_dirs, warn_if_open, write_atomic
 
 VERSION = 1
+_checked: set[Path] = set()  # files already checked for permissions others have, this process
 
 
 def default_path() -> Path:
@@ -65,6 +66,9 @@ class TransactionFile:
             return {}
         except OSError as exc:
             raise self._fail(f"cannot be read: {exc.strerror or exc}") from None
+        if self.path not in _checked:  # once: it holds the performer's credentials
+            _checked.add(self.path)
+            warn_if_open([self.path], "transaction file", "Transaction UIDs (claims)")
         try:
             doc = json.loads(text.decode("utf-8"))
             items = doc["workitems"] if isinstance(doc, dict) else None

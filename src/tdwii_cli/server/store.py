@@ -16,6 +16,9 @@ read-only connection so a long C-FIND never holds the writer (WAL readers do
 not block writers); inside `transaction()` it reads on the writer connection
 so the caller sees its own uncommitted changes.
 
+At rest (`tdwii_cli.server.dbfile`): a new file is 0600 (its folder 0700 when made here),
+an existing one open to others is warned about, and a database of something else is refused.
+
 Schema changes: append SQL scripts to `MIGRATIONS`; `meta.schema_version` is
 the number already applied, and a newer database than the code is refused.
 """
@@ -35,6 +38,7 @@ from pydicom.dataset import Dataset
 from tdwii_cli.clock import utc_timestamp
 from tdwii_cli.dicom import codec, tags
 from tdwii_cli.dicom.values import normalise_dt
+from tdwii_cli.server import dbfile
 from tdwii_cli.ups.ncreate import plain_code, plain_text
 
 __all__ = [
@@ -204,16 +208,30 @@ class WorkitemStore:
         try:
             if self.path.is_dir():
                 raise StoreError(f"database {self.path} is a directory")
+            existed = dbfile.prepare(self.path)
             self.conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=10
             )
+            try:
+                dbfile.check_ours(self.conn, self.path)
+            except ValueError as exc:
+                raise StoreError(str(exc)) from None
             mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"database {self.path}: cannot use WAL mode ({mode})")
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        except BaseException as exc:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"cannot open database {self.path}: {exc}") from None
+            if isinstance(exc, OSError):
+                why = exc.strerror or str(exc)
+                raise StoreError(f"cannot create database {self.path}: {why}") from None
+            raise
+        if existed:
+            dbfile.warn_open_files(self.path)
 
     # -- schema ---------------------------------------------------------------
 
