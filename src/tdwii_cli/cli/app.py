@@ -55,10 +55,14 @@ def _target(where: tuple[str, str]) -> Any:
 
 def load_command(name: str, where: tuple[str, str] | None = None) -> click.Command:
     """The click command `name` (of `COMMANDS`, or at `where`), built from its module."""
-    target = _target(where or COMMANDS[name])
+    where = where or COMMANDS[name]
+    target = _target(where)
     if not isinstance(target, typer.Typer):  # one command: a Typer of its own to build it
+        # a command module's EPILOG (e.g. serve's INI keys) comes before the exit codes
+        extra = getattr(importlib.import_module(where[0]), "EPILOG", "")
         function, target = target, typer.Typer(add_completion=False)
-        target.command(name, epilog=exitcodes.HELP)(function)
+        epilog = f"{extra}\n\n{exitcodes.HELP}" if extra else exitcodes.HELP
+        target.command(name, epilog=epilog)(function)
     command = typer.main.get_command(target)
     command.name = name
     return command

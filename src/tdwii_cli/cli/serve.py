@@ -16,6 +16,7 @@ from tdwii_cli.cli.listening import listen_error
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_option_values
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.server.inikeys import epilog
 
 if TYPE_CHECKING:
     from tdwii_cli.server.config import ServeConfig
@@ -25,6 +26,7 @@ log = logging.getLogger("tdwii.serve")
 
 NET = "Network"
 LIMITS = "Limits"
+EPILOG = epilog()  # the INI keys and their options, shown by `tdwii serve --help`
 
 
 @log_options
@@ -194,7 +196,8 @@ def serve(
             "--config",
             "-c",
             metavar="FILE",
-            help="INI configuration (upsscp.py keys under [DEFAULT]); options override it.",
+            help="INI configuration, upsscp.py's format (its keys are listed below); "
+            "options override it.",
         ),
     ] = None,
     db: Annotated[
@@ -287,7 +290,7 @@ def run_serve(
 
     ini = serveconfig.read_ini(config_file) if config_file is not None else None
     config = serveconfig.effective_config(ini, command_line)
-    tls = serveconfig.resolve_tls(config, tls_values)
+    tls = serveconfig.resolve_tls(config, tls_values, config_file)
     known = (
         serveconfig.load_application_entities(config.ae_config)
         if config.ae_config is not None

@@ -1,16 +1,13 @@
 """`tdwii serve` configuration: the INI file, the command line on top of it, and the known
 application entities (`ApplicationEntities.json`).
 
-The INI file has the keys of the `upsscp.py` worklist manager tdwii replaces, in
-its `[DEFAULT]` section (`ae_title`, `port`, `bind_address`, `max_pdu`,
-`acse_timeout`, `dimse_timeout`, `network_timeout`, `mutual_tls`,
-`ca_certificate`, `certificate`, `private_key`, `database_location`; tdwii also
-reads `max_associations`, `max_associations_per_host`, `max_pending`,
-`max_pending_per_host`, `max_message_size`, `require_called_aet`,
-`handshake_timeout`, `shutdown_grace`, `ae_config` and `retention`).
-Keys of that format tdwii has no use for (`instance_location`, `log_identifier`)
-and other sections (move destinations) are ignored. Relative paths are relative
-to the current folder.
+The INI file is that of the `upsscp.py` worklist manager tdwii replaces: the
+server's keys under `[DEFAULT]` (the list, with each key's command-line twin, is
+`tdwii_cli.server.inikeys`), every other section a move destination named by its
+AE title with `address` and `port` (checked; tdwii serves no C-MOVE). An unknown
+key, a server key under another section, or a section that is no move
+destination is refused: a setting is never dropped silently. Relative paths are
+relative to the current folder.
 
 `ApplicationEntities.json` is a list of `{"AETitle", "IPAddr", "Port", "mTLS"}`
 objects (`mTLS` optional, false by default), or an object mapping AE titles to
@@ -22,7 +19,9 @@ Every problem is one `TdwiiError` line naming the file and the key.
 from __future__ import annotations
 
 import configparser
+import difflib
 import json
+import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,34 +29,35 @@ from typing import TYPE_CHECKING, Any
 from tdwii_cli.dicom.values import ae_title_problem
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.fileio import read_bytes
+from tdwii_cli.server import inikeys
 
 if TYPE_CHECKING:
     from tdwii_cli.tls.options import TlsOptions
 
+log = logging.getLogger("tdwii.serve")
+
 PLAIN_PORT = 11112
 TLS_PORT = 2762
 
-INT_KEYS = (
-    "port",
-    "max_pdu",
+
+def _of(kind: str) -> tuple[str, ...]:
+    return tuple(k.name for k in inikeys.KEYS if k.kind == kind)
+
+
+INT_KEYS = _of("int")
+FLOAT_KEYS = _of("float")
+BOOL_KEYS = _of("bool")
+PATH_KEYS = _of("path")
+STR_KEYS = _of("str")
+KNOWN_KEYS = tuple(k.name for k in inikeys.KEYS)
+IGNORED_KEYS = tuple(inikeys.IGNORED)  # upsscp.py keys tdwii does not use
+_AT_LEAST_ONE = (
     "max_associations",
     "max_associations_per_host",
     "max_pending",
     "max_pending_per_host",
     "max_message_size",
 )
-FLOAT_KEYS = (
-    "acse_timeout",
-    "dimse_timeout",
-    "network_timeout",
-    "handshake_timeout",
-    "shutdown_grace",
-)
-BOOL_KEYS = ("mutual_tls", "require_called_aet")
-PATH_KEYS = ("ca_certificate", "certificate", "private_key", "database_location", "ae_config")
-STR_KEYS = ("ae_title", "bind_address", "retention")
-KNOWN_KEYS = INT_KEYS + FLOAT_KEYS + BOOL_KEYS + PATH_KEYS + STR_KEYS
-IGNORED_KEYS = ("instance_location", "log_identifier")  # upsscp.py keys tdwii does not use
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _convert(path: Path, key: str, raw: str) -> Any:
             raise _bad(path, key, text, "a TCP port (0-65535)")
         if key == "max_pdu" and value < 0:
             raise _bad(path, key, text, "a PDU size (0 for unlimited)")
-        if key in INT_KEYS[2:] and value < 1:
+        if key in _AT_LEAST_ONE and value < 1:
             raise _bad(path, key, text, "at least 1")
         return value
     if key in FLOAT_KEYS:
@@ -174,9 +174,13 @@ def _convert(path: Path, key: str, raw: str) -> Any:
 
 
 def read_ini(path: str | Path) -> dict[str, Any]:
-    """The known keys of an INI configuration file, converted and checked."""
+    """The `[DEFAULT]` keys of an INI configuration file, converted and checked. Every other
+    section must be an upsscp.py move destination (address, port); anything else, and an
+    unknown key anywhere, is refused with one line naming the file, the section and the key."""
     path = Path(path)
-    parser = configparser.ConfigParser(interpolation=None)
+    # No default section: `[DEFAULT]` is read as a section of its own, so that a key
+    # under another section is seen there (configparser would copy DEFAULT into each).
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0")
     data = read_bytes(path, "config file", missing_hint="check the --config path")
     try:
         parser.read_string(data.decode("utf-8"), source=str(path))
@@ -188,18 +192,51 @@ def read_ini(path: str | Path) -> dict[str, Any]:
             f"config file {path} is not an INI file: {first}",
             hint="keys go under a [DEFAULT] section, one `key: value` per line",
         ) from None
-    section = parser.defaults()
-    unknown = sorted(set(section) - set(KNOWN_KEYS) - set(IGNORED_KEYS))
-    if unknown:
-        raise TdwiiError(
-            f"config file {path}: unknown key {unknown[0]}",
-            hint="known keys: " + ", ".join(KNOWN_KEYS),
-        )
     values: dict[str, Any] = {}
-    for key in KNOWN_KEYS:
-        if key in section:
-            values[key] = _convert(path, key, section[key])
+    for name in parser.sections():
+        section = parser[name]
+        if name == inikeys.SERVER_SECTION:
+            for key in section:
+                if key not in KNOWN_KEYS and key not in IGNORED_KEYS:
+                    raise _unknown(path, name, key, KNOWN_KEYS + IGNORED_KEYS)
+            values.update({k: _convert(path, k, section[k]) for k in KNOWN_KEYS if k in section})
+        else:
+            _move_destination(path, name, section)
     return values
+
+
+def _unknown(path: Path, section: str, key: str, known: tuple[str, ...]) -> TdwiiError:
+    close = difflib.get_close_matches(key, known, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return TdwiiError(
+        f"config file {path}: [{section}] unknown key {key}{guess}",
+        hint="`tdwii serve --help` lists every key",
+    )
+
+
+def _move_destination(path: Path, name: str, section: configparser.SectionProxy) -> None:
+    """Check an upsscp.py move destination section; tdwii serves no C-MOVE, so it is unused."""
+    where = f"config file {path}: [{name}]"
+    for key in section:
+        if key in inikeys.MOVE_DESTINATION_KEYS:
+            continue
+        if key in KNOWN_KEYS or key in IGNORED_KEYS:
+            raise TdwiiError(
+                f"{where} {key}: the server's keys go under [DEFAULT]; other sections are "
+                "upsscp.py move destinations (address, port)",
+                hint=f"move {key} under [DEFAULT]",
+            )
+        raise _unknown(path, name, key, inikeys.MOVE_DESTINATION_KEYS)
+    problem = ae_title_problem(name)
+    if problem is not None:
+        raise TdwiiError(
+            f"{where} is not a move destination: {problem}",
+            hint="sections other than [DEFAULT] are named by the destination's AE title",
+        )
+    port = section.get("port", "").strip()
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise TdwiiError(f"{where} port = {port!r} is not a TCP port (1-65535)")
+    log.info("%s: a move destination of upsscp.py, unused (tdwii serves no C-MOVE)", where)
 
 
 def parse_retention(text: str | None) -> float | None:
@@ -302,24 +339,31 @@ def load_application_entities(path: str | Path) -> dict[str, KnownAE]:
     return known
 
 
-def resolve_tls(config: ServeConfig, values: dict[str, Any]) -> TlsOptions:
+def resolve_tls(
+    config: ServeConfig, values: dict[str, Any], config_file: Path | None = None
+) -> TlsOptions:
     """The server's `TlsOptions` from the TLS option values and the INI file.
 
     The command line decides the mode (`--mtls`/`--tls`); without either, the INI
     file's `mutual_tls` does. CA, certificate and key given on the command line
-    win; otherwise the INI paths are used; otherwise `tdwii pki init`'s layout.
-    INI paths are ignored when TLS is off (upsscp.py files keep them with mutual_tls off).
+    win; otherwise the INI paths are used (a missing one is reported with its INI
+    key); otherwise `tdwii pki init`'s layout. INI paths are ignored when TLS is off
+    (upsscp.py files keep them with mutual_tls off).
     """
     from tdwii_cli.tls.options import resolve
 
     values = dict(values)
+    named_by: dict[str, str] = {}
+    where = f"in {config_file} [DEFAULT]" if config_file is not None else "in the config file"
     if not values.get("mtls") and not values.get("tls") and config.mutual_tls:
         values["mtls"] = True
     if values.get("mtls") or values.get("tls"):
-        if not values.get("ca") and config.ca_certificate is not None:
-            values["ca"] = [config.ca_certificate]
-        if values.get("cert") is None and config.certificate is not None:
-            values["cert"] = config.certificate
-        if values.get("key") is None and config.private_key is not None:
-            values["key"] = config.private_key
-    return resolve("server", **values)
+        for name, key, path in (
+            ("ca", "ca_certificate", config.ca_certificate),
+            ("cert", "certificate", config.certificate),
+            ("key", "private_key", config.private_key),
+        ):
+            if not values.get(name) and path is not None:
+                values[name] = [path] if name == "ca" else path
+                named_by[name] = f"{key} {where}"
+    return resolve("server", **values, named_by=named_by)
