@@ -21,7 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import TdwiiServer, free_port, start_tdwii_server
+from conftest import TdwiiServer, free_port, one_error_line, start_tdwii_server
 from tdwii_cli.client.dicomfiles import write_part10
 from tdwii_cli.ups.workitem import build_workitem
 
@@ -221,20 +221,67 @@ def client_files(server: TdwiiServer) -> list[str]:
     return ["--cert", f"{node}.pem", "--key", f"{node}.key"]
 
 
-def test_non_dicom_file_is_reported_and_skipped(
+def test_non_dicom_files_in_a_folder_are_passed_over_but_named_ones_fail(
     server: TdwiiServer, workdir: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "mixed"
     _workitems(folder, 1, prefix="nd")
     (folder / "notes.txt").write_text("not a workitem\n")
-    result = run(workdir, *CLIENT_TLS, "localhost", str(server.port), str(folder))
-    assert result.returncode == 3, result.stdout + result.stderr  # PARTIAL
-    assert "notes.txt: skipped, not a DICOM file" in result.stderr
-    assert "0x0000" in result.stdout
+    (folder / "empty.dcm").write_bytes(b"")
+    args = [*CLIENT_TLS, "localhost", str(server.port)]
+    result = run(workdir, *args, str(folder), "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "notes.txt: passed over, not a DICOM file" in result.stderr
+    assert "empty.dcm: passed over, empty file" in result.stderr
+    assert "ERROR" not in result.stderr and "notes.txt" not in result.stdout
+    assert "0x0000" in result.stdout and "1 created" in result.stdout
+    quiet = run(workdir, *args, str(folder))  # at the default level: not a word
+    assert "notes.txt" not in quiet.stderr and quiet.returncode == 64  # (a duplicate now)
 
-    only = run(workdir, *CLIENT_TLS, "localhost", str(server.port), str(folder / "notes.txt"))
+    # a DICOM file that is broken is no plain non-DICOM file: reported, exit 3
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
+    broken = run(workdir, *CLIENT_TLS, "--new-uid", "localhost", str(server.port), str(folder))
+    assert broken.returncode == 3 and "broken.dcm: skipped, " in broken.stderr
+
+    only = run(workdir, *args, str(folder / "notes.txt"))  # named on its own: it fails
     assert only.returncode == 1
-    assert "notes.txt: skipped" in only.stderr
+    assert "notes.txt: skipped, not a DICOM file" in only.stderr
+    nothing = run(workdir, *args, str(tmp_path / "mixed" / "even"), "--dry-run")
+    assert nothing.returncode == 0  # the folder of the one workitem
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "README.md").write_text("# workitems go here\n")
+    none = run(workdir, *args, str(bare))
+    assert none.returncode == 1 and "no DICOM files under" in one_error_line(none)
+
+
+def test_dry_run_and_save_need_no_host_or_port(workdir: Path, tmp_path: Path) -> None:
+    examples = ROOT / "ups_instances"
+    files = sorted(str(p) for p in examples.glob("*.dcm"))
+    assert len(files) >= 2 and (examples / "README.md").exists()
+    for args in ([str(examples)], files[:2], files[:3], ["localhost", "2762", *files[:2]]):
+        checked = run(workdir, "--dry-run", *args)
+        assert checked.returncode == 0, (args, checked.stderr)
+        expected = len(files) if args == [str(examples)] else 2 + (args == files[:3])
+        assert f"{expected} dry run" in checked.stdout, checked.stdout
+    saved = tmp_path / "built.dcm"
+    built = run(workdir, "--patient-id", "P1", "--station", "TrueBeam1", "--save", str(saved))
+    assert built.returncode == 0 and pydicom.dcmread(saved).PatientID == "P1"
+    missing = run(workdir, "localhost", files[0])
+    assert missing.returncode == 2 and "is not a TCP port" in one_error_line(missing)
+
+
+def test_the_readme_example_sends_the_whole_folder(tmp_path: Path, pki_dir: Path) -> None:
+    """`tdwii create-workitem --mtls localhost PORT ups_instances/`, as the README has it."""
+    (tmp_path / "certs").symlink_to(pki_dir)
+    fresh = start_tdwii_server(tmp_path)
+    try:
+        examples = ROOT / "ups_instances"
+        sent = run(tmp_path, "--mtls", "localhost", str(fresh.port), f"{examples}/")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert f"{len(list(examples.glob('*.dcm')))} created" in sent.stdout
+    finally:
+        fresh.stop()
 
 
 def test_completed_state(server: TdwiiServer, relay: Relay, workdir: Path, tmp_path: Path) -> None:

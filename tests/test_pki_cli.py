@@ -344,3 +344,44 @@ def test_pki_help_does_not_import_cryptography() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "--key-type" in proc.stdout and "--ca-password-file" in proc.stdout
     assert "cryptography" not in proc.stderr
+
+
+def test_the_dcmtk_line_of_init_runs_dcmtk_not_pynetdicoms_script(tmp_path: Path) -> None:
+    """A venv puts pynetdicom's `echoscu` script first in PATH: `pki init` still prints DCMTK's
+    tool by its path, and that line, pasted, echoes a running `tdwii serve --mtls`."""
+    import shlex
+
+    from conftest import start_tdwii_server
+    from tdwii_cli.cli.dcmtk import TELL_APART, dcmtk_tool
+
+    dcmtk = Path(require_tool("echoscu"))
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "echoscu"
+    script.write_text("#!/usr/bin/env python3\nimport sys\nsys.exit(2)  # pynetdicom's\n")
+    script.chmod(0o755)
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "300"}
+    init = subprocess.run(
+        [sys.executable, "-m", "tdwii_cli", "pki", "init"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert init.returncode == 0, init.stderr
+    (line,) = [x.strip() for x in init.stdout.splitlines() if "+tls" in x]
+    assert line.startswith(f"{dcmtk} +tls "), line
+    server = start_tdwii_server(tmp_path)
+    try:
+        words = shlex.split(line.replace("localhost 2762", f"localhost {server.port}"))
+        echoed = subprocess.run(words, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert echoed.returncode == 0, echoed.stdout + echoed.stderr
+    finally:
+        server.stop()
+    # where DCMTK is missing, the note says how to tell the two apart
+    assert dcmtk_tool("echoscu", search_path=str(venv_bin), usual=()) is None
+    assert dcmtk_tool("echoscu", search_path=f"{venv_bin}:{dcmtk.parent}") == dcmtk
+    version = subprocess.run([str(dcmtk), "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("$dcmtk: echoscu v3")  # what TELL_APART tells to look for
+    assert "$dcmtk: NAME v3" in TELL_APART

@@ -60,10 +60,13 @@ def parse_scheduled(text: str) -> datetime:
 @scu_options
 def create_workitem(
     host: Annotated[
-        str | None, typer.Argument(help="The worklist manager's host name or address.")
+        str | None,
+        typer.Argument(
+            help="The worklist manager's host name or address (not with --dry-run or --save)."
+        ),
     ] = None,
     port: Annotated[
-        int | None, typer.Argument(help="Its port (2762 for DICOM TLS).", min=1, max=65535)
+        str | None, typer.Argument(metavar="[PORT]", help="Its port (2762 for DICOM TLS).")
     ] = None,
     paths: Annotated[
         list[Path] | None,
@@ -180,6 +183,8 @@ def create_workitem(
 
     started = time.perf_counter()
     build_opts = patient_id is not None
+    sending = save is None and not dry_run
+    host, port_number, paths = _positionals(host, port, list(paths or []), sending)
     if paths and (build_opts or save is not None):
         raise TdwiiError(
             "PATHs and --patient-id/--save exclude each other",
@@ -191,19 +196,6 @@ def create_workitem(
             "--save needs a workitem to build",
             exitcodes.USAGE,
             hint="add --patient-id (and --label, --station, ...)",
-        )
-    if host is not None and port is None and not build_opts:
-        raise TdwiiError(
-            "PORT missing",
-            exitcodes.USAGE,
-            hint="HOST and PORT come before the paths: tdwii create-workitem HOST PORT PATH...",
-        )
-    sending = save is None and not dry_run
-    if sending and (host is None or port is None):
-        raise TdwiiError(
-            "HOST and PORT are required to send",
-            exitcodes.USAGE,
-            hint="e.g. tdwii create-workitem --mtls localhost 2762 FILE",
         )
 
     pending: Iterable[Outcome]
@@ -240,9 +232,7 @@ def create_workitem(
                 outcome.detail = "written, not sent"
         pending = built
     elif paths:
-        from tdwii_cli.client.dicomfiles import iter_paths
-
-        files = list(iter_paths(paths))  # listed first: the progress bar's total
+        files = _files(paths)  # listed first: the progress bar's total
         pending = creator.prepare_iter(files, new_uid=new_uid, check=not no_check)
         total = len(files)
     else:
@@ -258,7 +248,7 @@ def create_workitem(
     if sending:
         peer = creator.Peer(
             host=host or "",
-            port=port or 0,
+            port=port_number or 0,
             tls=tls,
             net=net,
         )
@@ -288,6 +278,50 @@ def create_workitem(
         raise interrupted
     if code:
         raise typer.Exit(code)
+
+
+def _positionals(
+    host: str | None, port: str | None, paths: "list[Path]", sending: bool
+) -> "tuple[str | None, int | None, list[Path]]":
+    """HOST, PORT and the PATHs. Sending needs HOST and PORT; --dry-run and --save do not, so
+    there every word is a path, unless the first two read as HOST PORT (a send command line
+    with --dry-run added: then they are not used)."""
+    hint = "HOST and PORT come before the paths: tdwii create-workitem HOST PORT PATH..."
+    words = [w for w in (host, port) if w is not None]
+    looks_like_port = port is not None and port.isdigit() and 1 <= int(port) <= 65535
+    if not sending:
+        if host is not None and looks_like_port and not Path(host).exists():
+            return host, int(port or 0), paths
+        return None, None, [Path(w) for w in words] + paths
+    if host is None or port is None:
+        raise TdwiiError(
+            "HOST and PORT are required to send" if host is None else "PORT missing",
+            exitcodes.USAGE,
+            hint=hint
+            if host is not None
+            else "e.g. tdwii create-workitem --mtls localhost 2762 "
+            "FILE (or --dry-run FILE to check without sending)",
+        )
+    if not looks_like_port:
+        raise TdwiiError(f"PORT {port!r} is not a TCP port (1-65535)", exitcodes.USAGE, hint=hint)
+    return host, int(port), paths
+
+
+def _files(paths: "list[Path]") -> "list[Path]":
+    """The files to read under `paths`; those in a folder that are plainly not DICOM are
+    passed over (listed at -v), and none left is an error."""
+    from tdwii_cli.cli.console import log
+    from tdwii_cli.client.dicomfiles import list_files
+
+    files, passed = list_files(paths)
+    for skipped in passed:
+        log.info("%s: passed over, %s (found in a folder)", skipped.path, skipped.reason)
+    if not files:
+        raise TdwiiError(
+            "no DICOM files under " + ", ".join(str(p) for p in paths),
+            hint=f"{len(passed)} file(s) there are not DICOM (listed at -v)",
+        )
+    return files
 
 
 def _build(

@@ -20,9 +20,7 @@ from tdwii_cli.tls.options import TlsOptions
 def echo(
     host: Annotated[str, typer.Argument(help="The peer's host name or address.")],
     port: Annotated[int, typer.Argument(help="Its port (2762 for DICOM TLS).", min=1, max=65535)],
-    count: Annotated[
-        int, typer.Option("--count", "-c", min=1, help="C-ECHOs per association.")
-    ] = 1,
+    count: Annotated[int, typer.Option("--count", min=1, help="C-ECHOs per association.")] = 1,
     repeat: Annotated[
         int, typer.Option("--repeat", "-r", min=1, help="Associations, one after the other.")
     ] = 1,

@@ -182,7 +182,9 @@ def _written_table(result: "PkiResult", title: str):  # type: ignore[no-untyped-
 
 
 def next_steps(result: "PkiResult") -> list[tuple[str, str]]:
-    """Ready-to-paste command lines (comment, command) for the PKI `result` describes."""
+    """Ready-to-paste command lines (comment, command) for the PKI `result` describes; DCMTK's
+    echoscu by its path (pynetdicom's script of that name may come first in PATH)."""
+    from tdwii_cli.cli.dcmtk import TELL_APART, dcmtk_tool
     from tdwii_cli.pki.layout import DEFAULT_CLIENT, DEFAULT_SERVER, ca_paths
 
     ca = ca_paths(result.directory)
@@ -207,12 +209,16 @@ def next_steps(result: "PkiResult") -> list[tuple[str, str]]:
         if rsa
         else "DCMTK client (TLS 1.3 with EC keys; add +pz for TLS 1.2)"
     )
+    found = dcmtk_tool("echoscu")
+    echoscu = _q(found) if found is not None else "echoscu"
+    if found is None:  # pynetdicom's script of that name would fail on these options
+        echoscu_note += f"; DCMTK is not installed here (apt install dcmtk): {TELL_APART}"
     return [
         ("tdwii server, mutual TLS on port 2762", f"tdwii serve --mtls{server_opts}"),
         ("tdwii client: C-ECHO over mutual TLS", f"tdwii echo --mtls{client_opts} localhost 2762"),
         (
             echoscu_note,
-            f"echoscu +tls {_q(client.key)} {_q(client.cert)} +cf {_q(ca.cert)} localhost 2762",
+            f"{echoscu} +tls {_q(client.key)} {_q(client.cert)} +cf {_q(ca.cert)} localhost 2762",
         ),
         (
             "dcm4che client (Java, PKCS#12 stores): C-ECHO",

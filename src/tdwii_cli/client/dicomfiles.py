@@ -1,7 +1,8 @@
 """DICOM files: walk paths, read Part 10 (or raw) datasets, write Part 10 files.
 
 `iter_paths` expands files and folders (recursively, in a stable sorted order,
-skipping hidden files such as `.DS_Store` and editor droppings); `read_dataset`
+skipping hidden files such as `.DS_Store` and editor droppings); `list_files` also
+passes over the files found in a folder that are plainly not DICOM; `read_dataset`
 reads one file with pydicom and raises `NotDicomError` with a readable reason
 when it is not DICOM. `load_datasets` does both and returns what was read and
 what was skipped, so a command can report the skipped files one line each.
@@ -56,16 +57,52 @@ def iter_paths(paths: Iterable[Path | str]) -> Iterator[Path]:
 
     A path that does not exist is yielded as is, so the caller reports it.
     """
+    for path, _named in _walk(paths):
+        yield path
+
+
+def _walk(paths: Iterable[Path | str]) -> Iterator[tuple[Path, bool]]:
+    """`iter_paths`, each with True when it was named (False: found in a folder)."""
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            yield path
+            yield path, True
             continue
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if not name.startswith("."):
-                    yield Path(root) / name
+                    yield Path(root) / name, False
+
+
+def list_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[Skipped]]:
+    """The files under `paths` to read, and apart from them the files found in a folder that
+    are plainly not DICOM (a README beside the workitems): those are passed over, while a
+    file named on its own is always read (and reported when it is no DICOM)."""
+    files: list[Path] = []
+    passed: list[Skipped] = []
+    for path, named in _walk(paths):
+        reason = None if named else plainly_not_dicom(path)
+        if reason is None:
+            files.append(path)
+        else:
+            passed.append(Skipped(path, reason))
+    return files, passed
+
+
+def plainly_not_dicom(path: Path) -> str | None:
+    """Why `path` is plainly not DICOM (empty; neither a DICM preamble nor a raw data set's
+    first tag), from its first 132 bytes; None when it may be DICOM or cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None  # the reader reports it
+    if not head:
+        return "empty file"
+    if head[128:132] == b"DICM" or _looks_like_raw_dataset(head):
+        return None
+    return "not a DICOM file (no DICM preamble)"
 
 
 def _looks_like_raw_dataset(data: bytes) -> bool:
