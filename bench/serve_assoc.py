@@ -210,7 +210,10 @@ def main() -> int:
         db = str(work / "bench.sqlite")
         tdwii = [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", port_token,
                  "-ba", "127.0.0.1", "--db", db, "-q"]  # fmt: skip
-        servers["tdwii serve --mtls"] = (tdwii, {})
+        servers["tdwii serve --mtls"] = (tdwii, {})  # checks the CRL of `tdwii pki init`
+        nocrl_db = str(work / "nocrl.sqlite")
+        nocrl = [part if part != db else nocrl_db for part in tdwii] + ["--no-crl"]
+        servers["tdwii serve --mtls --no-crl"] = (nocrl, {})
         if args.baseline:
             base_db = str(work / "baseline.sqlite")
             base_cmd = [part if part != db else base_db for part in tdwii]

@@ -31,6 +31,7 @@ from tdwii_cli.net import pdu
 from tdwii_cli.net.sockets import format_peer, set_nodelay
 from tdwii_cli.scp.limits import Limits, host_key
 from tdwii_cli.scp.workers import StepPool
+from tdwii_cli.tls.context import quiet_after_handshake
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
 from tdwii_cli.tls.peercheck import unfit
 
@@ -266,6 +267,7 @@ class Frontend:
                 why = unfit(der) if der else ""
                 if why:
                     return self._drop(conn, f"certificate refused: {why}")
+                quiet_after_handshake(conn.sock)  # no more transcript: it costs per record
                 conn.stage, conn.deadline = "A-ASSOCIATE-RQ", time.monotonic() + self.artim
             self._read_request(conn)
         except Exception as exc:  # never lose a pool thread or a connection's count

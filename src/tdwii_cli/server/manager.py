@@ -34,9 +34,7 @@ log = logging.getLogger("tdwii.serve")
 def _server_context(tls: TlsOptions) -> ssl.SSLContext:
     from tdwii_cli.tls.context import build_server_context
 
-    ctx = build_server_context(tls)
-    ctx.num_tickets = 0  # no client of ours resumes: save the tickets' cost
-    return ctx
+    return build_server_context(tls, num_tickets=0)  # no client of ours resumes: save them
 
 
 def _warn_key_type(tls: TlsOptions, ctx: ssl.SSLContext) -> None:

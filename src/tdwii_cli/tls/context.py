@@ -52,6 +52,9 @@ class Context(ssl.SSLContext):
 
     profile: Profile
     own: OwnCertificate | None = None
+    # A server's twin, the same set-up without the transcript: a socket is moved onto it
+    # once its handshake is done, so that OpenSSL stops calling into Python per record.
+    after_handshake: Context | None = None
 
 
 def key_type_problem(profile: ProfileName, key_type: str) -> str:
@@ -93,18 +96,36 @@ def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> Context:
     return ctx
 
 
-def build_server_context(opts: TlsOptions) -> Context:
+def build_server_context(opts: TlsOptions, num_tickets: int | None = None) -> Context:
     """Server context: server cipher preference; client certificate required for mTLS; the
-    peer's hello and certificate recorded (`tdwii_cli.tls.transcript`) for the log."""
+    peer's hello and certificate recorded (`tdwii_cli.tls.transcript`) for the log during
+    the handshake, and `after_handshake` the same context without that recording (move a
+    socket there with `quiet_after_handshake`). `num_tickets`: TLS 1.3 tickets to send."""
     from tdwii_cli.tls.transcript import record
 
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts)
+    ctx = _server_core(opts, num_tickets)
+    ctx.after_handshake = _server_core(opts, num_tickets)
     record(ctx)
+    return ctx
+
+
+def _server_core(opts: TlsOptions, num_tickets: int | None) -> Context:
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.verify_mode = ssl.CERT_REQUIRED if opts.mutual else ssl.CERT_NONE
     # Selects "dicom" when offered; a client offering no ALPN (or others only) goes on without.
     ctx.set_alpn_protocols([ALPN])
+    if num_tickets is not None:
+        ctx.num_tickets = num_tickets
     return ctx
+
+
+def quiet_after_handshake(sock: ssl.SSLSocket) -> None:
+    """Move `sock`, its handshake done, onto its context's twin without the transcript (the
+    same certificate, key and trust: only OpenSSL's message callback is gone)."""
+    twin = getattr(sock.context, "after_handshake", None)
+    if twin is not None:
+        sock.context = twin
 
 
 def build_client_context(opts: TlsOptions) -> Context:

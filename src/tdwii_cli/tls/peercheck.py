@@ -9,7 +9,10 @@ certificate is refused, once the handshake is done.
 
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=1024)  # devices reconnect with the same certificate: parse it once
 def unfit(der: bytes) -> str:
     """Why the end-entity certificate `der` may not authenticate a TLS peer ('' when fit)."""
     from cryptography import x509
