@@ -34,6 +34,7 @@ from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.context import quiet_after_handshake
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
 from tdwii_cli.tls.peercheck import unfit
+from tdwii_cli.tls.transcript import peer_subject_cn
 
 log = logging.getLogger("tdwii.serve")
 
@@ -346,7 +347,8 @@ class Frontend:
     ) -> None:
         """Close a pending connection (A-ABORT first when asked), count it out, log `why`."""
         if why and not quiet:
-            subject = conn.identity.subject_cn if conn.identity else None
+            # before the handshake is done: the certificate it sent, if any (transcript)
+            subject = conn.identity.subject_cn if conn.identity else peer_subject_cn(conn.sock)
             log.warning("%s: closed: %s", netlog.who(conn.peer, subject), why)
         if abort:
             with contextlib.suppress(OSError, ValueError):
