@@ -142,8 +142,12 @@ def test_normalise_dt() -> None:
 
 
 def test_bad_paths_are_store_errors(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="cannot open"):
-        WorkitemStore(tmp_path / "missing" / "w.sqlite")
+    (tmp_path / "a-file").write_text("not a folder\n")
+    with pytest.raises(StoreError, match="cannot create database"):
+        WorkitemStore(tmp_path / "a-file" / "w.sqlite")
+    made = WorkitemStore(tmp_path / "missing" / "deeper" / "w.sqlite")  # folders made, 0700
+    made.close()
+    assert (tmp_path / "missing").stat().st_mode & 0o777 == 0o700
     with pytest.raises(StoreError, match="directory"):
         WorkitemStore(tmp_path)
     junk = tmp_path / "junk.sqlite"
