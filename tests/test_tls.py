@@ -497,6 +497,11 @@ def test_own_certificate_expiring_soon_warns(
     with caplog.at_level(logging.WARNING, logger="tdwii.tls"):
         check_own_certificate(cert, key, None)
     assert "expires in 9 days" in caplog.text or "expires in 10 days" in caplog.text
+    caplog.clear()  # a server context and its post-handshake twin: checked, and warned, once
+    with caplog.at_level(logging.WARNING, logger="tdwii.tls"):
+        server = build_server_context(tls_options(pki_dir, "server", cert=cert, key=key))
+    assert caplog.text.count("expires in") == 1, caplog.text
+    assert server.after_handshake is not None and server.after_handshake.own is server.own
 
 
 def test_wrong_key_password_one_line_without_the_password(tmp_path: Path, pki_dir: Path) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.tls.options import ProfileName, TlsOptions
-from tdwii_cli.tls.owncert import OwnCertificate, check_own_certificate
+from tdwii_cli.tls.owncert import OwnCertificate, check_own_certificate, load_pair
 
 log = logging.getLogger("tdwii.tls")
 
@@ -69,7 +69,11 @@ def key_type_problem(profile: ProfileName, key_type: str) -> str:
     return ""
 
 
-def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> Context:
+def _base_context(
+    purpose: ssl._SSLMethod, opts: TlsOptions, checked: OwnCertificate | None = None
+) -> Context:
+    """A context of `opts`' profile, CA, CRL and pair; `checked`: our pair was checked for
+    another context already (a server's twin), so it is only loaded, not checked again."""
     profile = PROFILES[opts.profile]
     ctx = Context(purpose)
     ctx.profile = profile
@@ -92,7 +96,11 @@ def _base_context(purpose: ssl._SSLMethod, opts: TlsOptions) -> Context:
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if opts.cert is not None and opts.key is not None:
         # servers and mTLS clients always; a --tls client only when it was given a pair
-        ctx.own = check_own_certificate(opts.cert, opts.key, opts.key_password(), ctx)
+        if checked is None:
+            ctx.own = check_own_certificate(opts.cert, opts.key, opts.key_password(), ctx)
+        else:
+            load_pair(ctx, opts.cert, opts.key, opts.key_password())
+            ctx.own = checked
     return ctx
 
 
@@ -104,13 +112,15 @@ def build_server_context(opts: TlsOptions, num_tickets: int | None = None) -> Co
     from tdwii_cli.tls.transcript import record
 
     ctx = _server_core(opts, num_tickets)
-    ctx.after_handshake = _server_core(opts, num_tickets)
+    ctx.after_handshake = _server_core(opts, num_tickets, checked=ctx.own)
     record(ctx)
     return ctx
 
 
-def _server_core(opts: TlsOptions, num_tickets: int | None) -> Context:
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts)
+def _server_core(
+    opts: TlsOptions, num_tickets: int | None, checked: OwnCertificate | None = None
+) -> Context:
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, opts, checked)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.verify_mode = ssl.CERT_REQUIRED if opts.mutual else ssl.CERT_NONE
     # Selects "dicom" when offered; a client offering no ALPN (or others only) goes on without.

@@ -70,7 +70,7 @@ def check_own_certificate(
         )
     if weakness:
         raise TdwiiError(f"our certificate {cert_path} is too weak: {weakness}")
-    _load_pair(ctx or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), cert_path, key_path, password)
+    load_pair(ctx or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), cert_path, key_path, password)
     days = (not_after - now).days
     if days < EXPIRY_WARNING_DAYS:
         log.warning(
@@ -83,8 +83,9 @@ class _PasswordNeeded(Exception):
     pass
 
 
-def _load_pair(ctx: ssl.SSLContext, cert: Path, key: Path, password: bytes | None) -> None:
-    """`load_cert_chain` with one-line errors; never prompts, never shows the password."""
+def load_pair(ctx: ssl.SSLContext, cert: Path, key: Path, password: bytes | None) -> None:
+    """`load_cert_chain` with one-line errors; never prompts, never shows the password (the
+    loading step of `check_own_certificate`, for a pair it has checked already)."""
     asked: list[bool] = []
 
     def give_password() -> bytes:
