@@ -98,6 +98,11 @@ def plainly_not_dicom(path: Path) -> str | None:
             head = fh.read(132)
     except OSError:
         return None  # the reader reports it
+    return _head_problem(head)
+
+
+def _head_problem(head: bytes) -> str | None:
+    """Why a file starting with `head` (its first 132 bytes) is plainly not DICOM, else None."""
     if not head:
         return "empty file"
     if head[128:132] == b"DICM" or _looks_like_raw_dataset(head):
@@ -128,19 +133,17 @@ def read_file(path: Path | str) -> tuple[Dataset, bytes]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
-            part10 = head[128:132] == b"DICM"
-            looks_dicom = part10 or _looks_like_raw_dataset(head)
-            data = head + fh.read() if looks_dicom else head  # a big non-DICOM file stays unread
+            problem = _head_problem(head)
+            data = head + fh.read() if problem is None else head  # a big non-DICOM one: unread
     except FileNotFoundError:
         raise NotDicomError("no such file") from None
     except IsADirectoryError:
         raise NotDicomError("is a directory") from None
     except OSError as exc:
         raise NotDicomError(exc.strerror or str(exc)) from None
-    if not head:
-        raise NotDicomError("empty file")
-    if not looks_dicom:
-        raise NotDicomError("not a DICOM file (no DICM preamble)")
+    if problem is not None:
+        raise NotDicomError(problem)
+    part10 = head[128:132] == b"DICM"
     try:
         # Values stay raw until used: a Part 10 file in Explicit VR Little Endian is then
         # sent without decoding and re-encoding every element.

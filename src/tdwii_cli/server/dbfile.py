@@ -24,8 +24,7 @@ _COMPANIONS = ("", "-wal", "-shm")
 def prepare(path: Path) -> bool:
     """Make the missing folders (0700) and the missing file (0600) of database `path`; True
     when the file existed already (then call `warn_open_files` once it proved a database)."""
-    if not path.parent.exists():
-        make_dirs(path.parent, PRIVATE_DIR_MODE)
+    make_dirs(path.parent, PRIVATE_DIR_MODE)  # only the missing ones
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, KEY_MODE)
     except FileExistsError:
