@@ -431,14 +431,18 @@ def storescp_peer(root: Path | None, *extra: str, node: str = PKI_SERVER) -> Ite
 
 
 @contextlib.contextmanager
-def openssl_peer(cert: Path, key: Path, *extra: str) -> Iterator[int]:
+def openssl_peer(cert: Path, key: Path, *extra: str, answer: bool = True) -> Iterator[int]:
     """`openssl s_server` (a TLS peer that is no DICOM node) with `cert`/`key` on a free
-    loopback port; yields the port, killed on exit. `extra`: e.g. "-tls1_1"."""
+    loopback port; yields the port, killed on exit. `extra`: e.g. "-tls1_1". With
+    `answer=False` it runs `-quiet` on empty input: it completes each handshake, then hangs
+    up, as a server that does not answer."""
     exe = require_tool("openssl")
     port = free_port()
     cmd = [exe, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key)]
-    # stdin stays an open pipe: s_server reads commands from it and may stop at its end
-    with _listening_peer([*cmd, *extra], port, "openssl s_server", stdin=subprocess.PIPE):
+    # answering, stdin stays an open pipe: s_server reads commands from it and may stop at its end
+    stdin = subprocess.PIPE if answer else subprocess.DEVNULL
+    cmd = [*cmd, *extra] if answer else [*cmd, *extra, "-quiet"]
+    with _listening_peer(cmd, port, "openssl s_server", stdin=stdin):
         yield port
 
 

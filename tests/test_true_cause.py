@@ -16,8 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -30,10 +29,10 @@ from conftest import (
     mtls_args,
     one_error_line,
     openssl_client,
+    openssl_peer,
     require_tool,
     run_echo_cli,
     start_tdwii_server,
-    wait_port,
     wait_until,
     write_leaf,
 )
@@ -48,36 +47,9 @@ def rsa_server(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_leaf(folder, pki_dir, "rsaserver", key_spec=KeySpec("rsa", 2048)).with_suffix("")
 
 
-@contextmanager
-def s_server(cert: Path, key: Path, *extra: str, stdin_open: bool = True) -> Iterator[int]:
-    """`openssl s_server` on a free port. With `stdin_open=False` it runs `-quiet` on empty
-    input: it completes each handshake, then hangs up, as a server that does not answer
-    (ready once a bare TCP probe connects; that probe costs it nothing). Otherwise it is
-    ready once it says ACCEPT (a probing connection would use it up)."""
-    exe = require_tool("openssl")
-    port = free_port()
-    cmd = [exe, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key)]
-    proc = subprocess.Popen(
-        [*cmd, *extra] if stdin_open else [*cmd, *extra, "-quiet"],
-        stdin=subprocess.PIPE if stdin_open else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        if not stdin_open:
-            wait_port(port, proc, what="openssl s_server")
-        else:
-            for line in proc.stdout:
-                if line.startswith("ACCEPT"):
-                    break
-            else:
-                raise AssertionError(f"openssl s_server exited {proc.wait()}")
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(10)
+def s_server(node: Path, *extra: str, answer: bool = True) -> AbstractContextManager[int]:
+    """`openssl s_server` with the certificate and key of `node` (a PKI path without suffix)."""
+    return openssl_peer(Path(f"{node}.pem"), Path(f"{node}.key"), *extra, answer=answer)
 
 
 def echo_error(pki_dir: Path, port: int, *args: str) -> tuple[int, str]:
@@ -95,15 +67,14 @@ def test_a_server_closing_after_the_handshake_did_not_answer(pki_dir: Path, vers
     cert = pki_dir / PKI_SERVER
     ca = str(pki_dir / PKI_CA)
     with s_server(
-        Path(f"{cert}.pem"),
-        Path(f"{cert}.key"),
+        cert,
         version,
         "-CAfile",
         ca,
         "-Verify",
         "1",
         "-verify_return_error",
-        stdin_open=False,
+        answer=False,
     ) as port:
         code, line = echo_error(pki_dir, port)
     assert code == 62, line
@@ -173,7 +144,7 @@ def test_server_names_the_key_type_the_client_suites_need(
 
 def test_client_with_an_rsa_only_profile_against_an_ec_tls12_server(pki_dir: Path) -> None:
     cert = pki_dir / PKI_SERVER
-    with s_server(Path(f"{cert}.pem"), Path(f"{cert}.key"), "-tls1_2") as port:
+    with s_server(cert, "-tls1_2") as port:
         code, line = echo_error(pki_dir, port, "--tls-profile", "bcp195-nd")
     assert code == 63
     assert "profile bcp195-nd offers only RSA suites for TLS 1.2" in line
@@ -185,7 +156,7 @@ def test_client_against_an_ec_server_with_rsa_suites_only(pki_dir: Path) -> None
     """We offer every RFC 9325 suite; the server's EC key suits none of its own (RSA) suites."""
     cert = pki_dir / PKI_SERVER
     suites = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
-    with s_server(Path(f"{cert}.pem"), Path(f"{cert}.key"), "-tls1_2", "-cipher", suites) as port:
+    with s_server(cert, "-tls1_2", "-cipher", suites) as port:
         code, line = echo_error(pki_dir, port)
     assert code == 63
     assert "we offer the RFC 9325 suites for RSA and EC keys" in line
@@ -197,7 +168,7 @@ def test_client_against_an_ec_server_with_rsa_suites_only(pki_dir: Path) -> None
 
 def test_tls12_only_profile_against_a_tls13_only_server(pki_dir: Path) -> None:
     cert = pki_dir / PKI_SERVER
-    with s_server(Path(f"{cert}.pem"), Path(f"{cert}.key"), "-tls1_3") as port:
+    with s_server(cert, "-tls1_3") as port:
         code, line = echo_error(pki_dir, port, "--tls-profile", "bcp195-ex")
     assert code == 63
     assert "we allow TLS 1.2 only (profile bcp195-ex)" in line

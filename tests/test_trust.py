@@ -172,31 +172,18 @@ def _unfit_leaf(workdir: Path, name: str, *, ca: bool = False) -> Path:
     """A client certificate from the PKI's CA that OpenSSL accepts for client auth but a
     TLS peer must not use: keyAgreement without digitalSignature, or CA:TRUE."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     from tdwii_cli.pki.authority import load_ca
+    from tdwii_cli.pki.certs import _key_usage, write_cert
+    from tdwii_cli.pki.keys import write_key
 
     ca_key, ca_cert = load_ca(workdir / "certs")
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
-    usage = dict.fromkeys(
-        (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ),
-        False,
-    )
-    usage["digital_signature" if ca else "key_agreement"] = True
-    usage["key_cert_sign"] = ca
+    usages = ("digital_signature", "key_cert_sign") if ca else ("key_agreement",)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -206,19 +193,12 @@ def _unfit_leaf(workdir: Path, name: str, *, ca: bool = False) -> Path:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(**usage), critical=True)
+        .add_extension(_key_usage(*usages), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     )
-    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     pem = workdir / f"{name}.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.with_suffix(".key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_cert(pem, builder.sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    write_key(pem.with_suffix(".key"), key)
     return pem
 
 
