@@ -99,6 +99,22 @@ def make_dirs(directory: Path, mode: int = DIR_MODE) -> list[Path]:
     return created
 
 
+PRIVATE_DIR_MODE = 0o700
+
+
+def create_private(path: Path) -> bool:
+    """Make the missing folders of `path` (0700) and `path` itself (an empty file, exactly 0600
+    whatever the umask) unless it exists; True when it existed already."""
+    make_dirs(path.parent, PRIVATE_DIR_MODE)  # only the missing ones
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, KEY_MODE)
+    except FileExistsError:
+        return True
+    os.fchmod(fd, KEY_MODE)
+    os.close(fd)
+    return False
+
+
 def write_files(files: Sequence[FileSpec], remove: Iterable[Path] = ()) -> list[Path]:
     """Write several files as one step: stage every temp file, then rename them all.
 

@@ -9,29 +9,20 @@ belongs to something else, before anything is written to it.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
-from tdwii_cli.fileio import KEY_MODE, make_dirs, warn_if_open
+from tdwii_cli.fileio import PRIVATE_DIR_MODE, create_private, warn_if_open
 
 __all__ = ["PRIVATE_DIR_MODE", "check_ours", "prepare", "warn_open_files"]
 
-PRIVATE_DIR_MODE = 0o700
 _COMPANIONS = ("", "-wal", "-shm")
 
 
 def prepare(path: Path) -> bool:
     """Make the missing folders (0700) and the missing file (0600) of database `path`; True
     when the file existed already (then call `warn_open_files` once it proved a database)."""
-    make_dirs(path.parent, PRIVATE_DIR_MODE)  # only the missing ones
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, KEY_MODE)
-    except FileExistsError:
-        return True
-    os.fchmod(fd, KEY_MODE)  # exactly 0600, whatever the umask
-    os.close(fd)
-    return False
+    return create_private(path)
 
 
 def warn_open_files(path: Path) -> None:

@@ -1,16 +1,29 @@
-"""Who is at the other end of a TLS connection: what its certificate and session say."""
+"""Who is at the other end of a TLS connection: what its certificate and session say.
+
+Everything here comes from `ssl.SSLSocket.getpeercert()` (and the certificate's bytes for
+its SHA-256 fingerprint), so naming a peer costs no `cryptography` import.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
+# getpeercert()'s names for the subjectAltName kinds, and ours (RFC 5280 GeneralName)
+_SAN_KINDS = {"DNS": "DNS", "IP Address": "IP", "URI": "URI", "email": "email"}
+
 
 @dataclass(frozen=True)
 class PeerIdentity:
-    """The peer of one connection (certificate fields None without TLS or certificate)."""
+    """The peer of one connection (certificate fields None without TLS or certificate).
+
+    `sans` holds the subjectAltNames as (kind, value) with kind "DNS", "IP", "URI" or
+    "email"; `fingerprint` is the SHA-256 of the certificate (lower-case hex); `not_after`
+    its expiry (seconds since the epoch); `serial` its serial number.
+    """
 
     address: str
     subject_cn: str | None = None
@@ -18,6 +31,22 @@ class PeerIdentity:
     issuer: str | None = None
     tls_version: str | None = None
     cipher: str | None = None
+    sans: tuple[tuple[str, str], ...] = ()
+    fingerprint: str | None = None
+    serial: int | None = None
+    not_after: float | None = None
+
+    @property
+    def host(self) -> str:
+        """The peer's address without the port ('[::1]:5000' -> '::1')."""
+        text = self.address
+        if text.startswith("["):
+            return text[1 : text.find("]")] if "]" in text else text
+        return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.fingerprint is not None
 
 
 def _name(parts: Any) -> str:
@@ -25,17 +54,39 @@ def _name(parts: Any) -> str:
     return ",".join(f"{k}={v}" for rdn in reversed(parts or ()) for k, v in rdn)
 
 
+def _sans(info: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for kind, value in info.get("subjectAltName", ()):
+        name = _SAN_KINDS.get(kind)
+        if name is not None:
+            out.append((name, str(value).strip()))
+    return tuple(out)
+
+
 def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
     """The `PeerIdentity` of a connected socket (TLS or not) whose peer is at `address`."""
     if not isinstance(sock, ssl.SSLSocket):
         return PeerIdentity(address=address)
     info: dict[str, Any] = dict(sock.getpeercert() or {})
+    der = sock.getpeercert(binary_form=True)
     cn = None
     for rdn in info.get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
                 cn = value
     cipher = sock.cipher()
+    serial = None
+    if info.get("serialNumber"):
+        try:
+            serial = int(str(info["serialNumber"]), 16)
+        except ValueError:
+            serial = None
+    not_after = None
+    if info.get("notAfter"):
+        try:
+            not_after = float(ssl.cert_time_to_seconds(str(info["notAfter"])))
+        except ValueError:
+            not_after = None
     return PeerIdentity(
         address=address,
         subject_cn=cn,
@@ -43,4 +94,8 @@ def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
         issuer=_name(info.get("issuer")) or None,
         tls_version=sock.version(),
         cipher=cipher[0] if cipher else None,
+        sans=_sans(info),
+        fingerprint=hashlib.sha256(der).hexdigest() if der else None,
+        serial=serial,
+        not_after=not_after,
     )

@@ -1,0 +1,1 @@
+"""Who may do what: certificate identities bound to AE titles, and roles per AE title."""
