@@ -138,12 +138,14 @@ def quiet_after_handshake(sock: ssl.SSLSocket) -> None:
         sock.context = twin
 
 
-def build_client_context(opts: TlsOptions) -> Context:
-    """Client context: verify the server (and its host name unless turned off), offer ALPN."""
+def build_client_context(opts: TlsOptions, alpn: str | None = ALPN) -> Context:
+    """Client context: verify the server (and its host name unless turned off), offer ALPN
+    `alpn` ("dicom"; None for a peer that is no DICOM node, a syslog receiver say)."""
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, opts)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = opts.verify_hostname
     if not opts.verify_hostname:
         log.warning("server host name check is off")
-    ctx.set_alpn_protocols([ALPN])
+    if alpn is not None:
+        ctx.set_alpn_protocols([alpn])
     return ctx

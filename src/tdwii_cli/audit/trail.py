@@ -1,0 +1,239 @@
+"""The audit trail of one process: messages recorded into the spool, and one sender thread
+per destination taking them from there, in order, each at its own pace.
+
+`record()` frames the message (RFC 5424) and adds it to the spool: a short SQLite
+commit, never a network wait, so auditing never slows a DICOM answer. Each sender
+sends what its destination has not taken yet, in batches; a destination that fails is
+retried with back-off (0.5 s doubling to 30 s) and its messages wait in the spool,
+which survives a restart and `kill -9`. One WARNING when a destination stops taking
+messages, one line when it takes them again.
+
+The spool is bounded (`limit` messages waiting): when it is full, further messages are
+dropped and counted, with one ERROR line and a Security Alert "Audit Recording
+Stopped" (kept in the spool's reserve); once the destinations have taken a tenth of
+the spool, "Audit Recording Started" says how many were lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from tdwii_cli.audit import events, syslog
+from tdwii_cli.audit import messages as m
+from tdwii_cli.audit.destinations import Destination, FileSink, Sink, SinkError
+from tdwii_cli.audit.spool import Spool
+
+log = logging.getLogger("tdwii.audit")
+
+_BATCH = 256
+
+
+class AuditTrail:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        node: events.Node,
+        spool: Spool,
+        sinks: Mapping[Destination, Sink],
+        *,
+        retry_base: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.node = node
+        self.spool = spool
+        self.sinks = dict(sinks)
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._flush_deadline = 0.0
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._dropped = 0  # messages lost since the spool filled up
+        self._stopped_recording = False
+        self._errors_logged = 0.0
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record(self, message: m.AuditMessage) -> None:
+        """Keep `message` for every destination (never raises, never waits on a network)."""
+        severity = syslog.WARNING if message.outcome != m.SUCCESS else syslog.NOTICE
+        body = syslog.message(
+            message.xml(),
+            when=message.when,
+            hostname=self.node.hostname,
+            procid=str(self.node.pid),
+            severity=severity,
+        )
+        try:
+            kept = self.spool.add(body)
+        except Exception as exc:  # a full disk, a broken spool: DICOM goes on regardless
+            self._spool_failed(exc)
+            return
+        if kept:
+            self._notify()
+            return
+        with self._lock:
+            self._dropped += 1
+            first = not self._stopped_recording
+            self._stopped_recording = True
+        if first:
+            self._recording_stopped()
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def _spool_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._errors_logged >= 60:
+            self._errors_logged = now
+            log.error("audit message lost: the spool %s cannot take it: %s", self.spool.path, exc)
+
+    def _recording_stopped(self) -> None:
+        waiting = ", ".join(f"{dest} {self.spool.waiting(dest.text)}" for dest in self.sinks)
+        log.error(
+            "audit spool %s is full (%d messages waiting: %s): audit messages are dropped "
+            "until the destinations take them",
+            self.spool.path,
+            self.spool.limit,
+            waiting,
+        )
+        alert = events.security_alert(
+            self.node,
+            m.AUDIT_RECORDING_STOPPED,
+            f"the audit spool holds its limit of {self.spool.limit} messages that the "
+            f"destinations have not taken ({waiting}): further audit messages are dropped",
+            outcome=m.SERIOUS_FAILURE,
+        )
+        self._add_reserved(alert)
+
+    def _maybe_restarted(self) -> None:
+        with self._lock:
+            if not self._stopped_recording or self.spool.count > self.spool.limit * 0.9:
+                return
+            dropped, self._dropped = self._dropped, 0
+            self._stopped_recording = False
+        log.warning("audit spool has room again: %d audit message(s) were dropped", dropped)
+        alert = events.security_alert(
+            self.node,
+            m.AUDIT_RECORDING_STARTED,
+            f"audit recording resumed; {dropped} audit message(s) were dropped while the "
+            "spool was full",
+            outcome=m.MINOR_FAILURE,
+        )
+        self._add_reserved(alert)
+
+    def _add_reserved(self, message: m.AuditMessage) -> None:
+        body = syslog.message(
+            message.xml(),
+            when=message.when,
+            hostname=self.node.hostname,
+            procid=str(self.node.pid),
+            severity=syslog.WARNING,
+        )
+        try:
+            self.spool.add(body, reserve=True)
+        except Exception as exc:
+            self._spool_failed(exc)
+        self._notify()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one sender per destination."""
+        for destination, sink in self.sinks.items():
+            thread = threading.Thread(
+                target=self._run, args=(destination, sink), name="tdwii-audit", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, flush: float = 2.0) -> None:
+        """Let the senders send what they can within `flush` seconds, then stop them; what
+        is left stays in the spool for the next start."""
+        self._flush_deadline = time.monotonic() + flush
+        self._stopping.set()
+        self._notify()
+        for thread in self._threads:
+            thread.join(flush + 5.0)
+        for sink in self.sinks.values():
+            sink.close()
+        self.spool.close()
+
+    def _run(self, destination: Destination, sink: Sink) -> None:
+        name = destination.text
+        try:
+            if isinstance(sink, FileSink):
+                self._resume_file(destination, sink)
+        except SinkError as exc:
+            log.warning("audit destination %s: %s", destination, exc)
+        failures = 0
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and time.monotonic() >= self._flush_deadline:
+                return
+            try:
+                rows = self.spool.batch(name, _BATCH)
+            except Exception as exc:  # the spool is closing or broken: nothing to send
+                if not stopping:
+                    log.error("audit destination %s: cannot read the spool: %s", destination, exc)
+                return
+            if not rows:
+                if stopping:
+                    return
+                with self._wake:
+                    self._wake.wait(0.5)
+                continue
+            try:
+                size = sink.send([body for _, body in rows])
+            except SinkError as exc:
+                failures += 1
+                if stopping:
+                    return
+                if failures == 1:
+                    log.warning(
+                        "audit destination %s is not taking messages: %s; they wait in %s "
+                        "(%d now) and are sent when it is back",
+                        destination,
+                        exc,
+                        self.spool.path,
+                        self.spool.waiting(name),
+                    )
+                delay = min(self.retry_max, self.retry_base * 2 ** (failures - 1))
+                self._stopping.wait(delay)
+                continue
+            self.spool.sent(name, rows[-1][0], size)
+            if failures:
+                log.warning(
+                    "audit destination %s is taking messages again (%d still waiting)",
+                    destination,
+                    self.spool.waiting(name),
+                )
+                failures = 0
+            self._maybe_restarted()
+
+    def _resume_file(self, destination: Destination, sink: FileSink) -> None:
+        """Count the lines a crash left written but not marked as sent (none twice)."""
+        _sent, recorded = self.spool.cursor(destination.text)
+        lines, size = sink.resume(recorded)
+        if lines <= 0:
+            if recorded is not None and size != recorded:
+                self.spool.sent(destination.text, _sent, size)
+            return
+        rows = self.spool.batch(destination.text, lines)
+        if rows:
+            self.spool.sent(destination.text, rows[min(lines, len(rows)) - 1][0], size)
+            log.info(
+                "audit file %s: %d message(s) written before a stop were already there",
+                destination,
+                min(lines, len(rows)),
+            )
+
+    def waiting(self) -> dict[str, int]:
+        """Messages each destination has not taken yet."""
+        return {dest.text: self.spool.waiting(dest.text) for dest in self.sinks}
