@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tdwii_cli"
 
 # Lowest first. A module may import its own package and any lower layer; the root
 # modules (errors, exitcodes, fileio, clock, the version) are below everything.
-LAYERS = ["", "dicom", "pki", "tls", "net", "scp", "ups", "client|server", "cli"]
+LAYERS = ["", "dicom", "pki", "tls", "access", "audit", "net", "scp", "ups", "client|server", "cli"]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split("|")}
 ONLY_IN = {
     "typer": {"cli"},

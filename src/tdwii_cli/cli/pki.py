@@ -88,6 +88,16 @@ P12PasswordOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace existing files (otherwise nothing is touched).")
 ]
+AE_PANEL = "Authorization (tdwii serve --authorize)"
+AeConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ae-config",
+        metavar="FILE",
+        help="The AE configuration of tdwii serve (ApplicationEntities.json).",
+        rich_help_panel=AE_PANEL,
+    ),
+]
 
 
 def _key_spec(key_type: str, rsa_bits: int | None) -> "KeySpec":
@@ -305,12 +315,48 @@ def issue(
     ca_password_file: CaPasswordOpt = None,
     p12_password: P12PasswordOpt = "secret",
     force: ForceOpt = False,
+    ae_title: Annotated[
+        str | None,
+        typer.Option(
+            "--ae-title",
+            metavar="TITLE",
+            help="Bind the certificate (CN=NAME) to this AE title in --ae-config.",
+            rich_help_panel=AE_PANEL,
+        ),
+    ] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(
+            "--roles",
+            metavar="ROLES",
+            help="The AE title's roles, comma-separated: create, perform, cancel, watch, "
+            "query, admin (they replace the entry's roles).",
+            rich_help_panel=AE_PANEL,
+        ),
+    ] = None,
+    ae_config: AeConfigOpt = None,
+    ae_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ae-address",
+            metavar="HOST:PORT",
+            help="Where the AE receives event reports (over mutual TLS), if it does.",
+            rich_help_panel=AE_PANEL,
+        ),
+    ] = None,
     *,
     log: LogOptions,
 ) -> None:
-    """Add a node signed by the existing CA: DIR/servers/NAME/ or DIR/clients/NAME/."""
+    """Add a node signed by the existing CA: DIR/servers/NAME/ or DIR/clients/NAME/.
+
+    With --ae-config, --ae-title and --roles, the same step binds the new certificate
+    (CN=NAME) to the AE title with those roles in tdwii serve's AE configuration (the entry
+    is made or updated; the rest of the file stays), so certificate and authorization
+    never drift. A running tdwii serve rereads the file within a second.
+    """
     from tdwii_cli.pki.authority import issue_node
 
+    binding = _binding(name, ae_title, roles, ae_config, ae_address)
     result = issue_node(
         directory,
         kind,
@@ -318,6 +364,8 @@ def issue(
         **_issuing(key_type, rsa_bits, days, org, san, ca_password_file, p12_password, force),
     )
     stdout_console().print(_written_table(result, f"{kind} {name} ({result.key_spec.describe()})"))
+    if binding is not None:
+        _bind(binding)
 
 
 @app.command()
@@ -334,6 +382,15 @@ def show(
     ] = None,
     crl: Annotated[
         Path | None, typer.Option("--crl", metavar="FILE", help="Also check for revocation.")
+    ] = None,
+    ae_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ae-config",
+            metavar="FILE",
+            help="Also say which entries of tdwii serve's AE configuration the certificate "
+            "matches (AE titles, the identities that match, roles).",
+        ),
     ] = None,
     *,
     log: LogOptions,
@@ -362,6 +419,12 @@ def show(
     revoked = None
     if crl is not None:
         revoked = {r.serial_number for r in load_crl(crl)}
+    policy = None
+    if ae_config is not None:
+        from tdwii_cli.access.aefile import load
+        from tdwii_cli.access.policy import AccessPolicy
+
+        policy = AccessPolicy(load(ae_config))
 
     out = stdout_console()
     problems: list[str] = []
@@ -398,10 +461,96 @@ def show(
                     problems.append(f"{label} is revoked")
                 else:
                     extra.append(("Revocation", "[green]not in the CRL[/]"))
+            if policy is not None:
+                extra.append(("AE config", _matching_entries(policy, info)))
             out.print(cert_table(info, escape(label), extra_rows=extra))
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise TdwiiError(problems[0] + more)
+
+
+def _binding(
+    name: str,
+    ae_title: str | None,
+    roles: str | None,
+    ae_config: Path | None,
+    ae_address: str | None,
+) -> dict[str, Any] | None:
+    """The AE configuration change `issue` is asked for, checked before anything is written
+    (None when it is asked for none)."""
+    if ae_config is None:
+        if ae_title is not None or roles is not None or ae_address is not None:
+            raise TdwiiError(
+                "--ae-title, --roles and --ae-address need --ae-config",
+                hint="add --ae-config ApplicationEntities.json (the file tdwii serve reads)",
+            )
+        return None
+    if ae_title is None:
+        raise TdwiiError("--ae-config needs --ae-title", hint="e.g. --ae-title TDD1")
+    from tdwii_cli.access import aefile
+    from tdwii_cli.access.roles import RoleError, parse_roles
+    from tdwii_cli.dicom.values import ae_title_problem
+
+    problem = ae_title_problem(ae_title)
+    if problem is not None:
+        raise TdwiiError(f"--ae-title {ae_title!r}: {problem}")
+    try:
+        role_set = parse_roles([roles or ""])
+    except RoleError as exc:
+        raise TdwiiError(f"--roles: {exc}") from None
+    address = port = None
+    if ae_address is not None:
+        host, _, port_text = ae_address.rpartition(":")
+        if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise TdwiiError(f"--ae-address {ae_address!r} is not HOST:PORT")
+        address, port = host.strip("[]"), int(port_text)
+    if ae_config.exists():
+        aefile.load(ae_config)  # a broken file is reported before a certificate is made
+    return {
+        "path": ae_config,
+        "ae_title": ae_title,
+        "identity": f"CN={name}",
+        "roles": role_set,
+        "address": address,
+        "port": port,
+        "mtls": True if address is not None else None,
+    }
+
+
+def _bind(binding: dict[str, Any]) -> None:
+    from tdwii_cli.access import aefile
+
+    path = binding.pop("path")
+    update = aefile.update_entry(path, **binding)
+    entry = update.entry
+    done = "added to" if update.created else "updated in"
+    if update.file_created:
+        done = "written to a new"
+    stdout_console().print(
+        f"{entry.ae_title} {done} {_shown(path)}: certificates {', '.join(entry.identities)}; "
+        f"roles {entry.roles_words}"
+        + (f"; event reports to {entry.address}:{entry.port} (mTLS)" if entry.reachable else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    if not entry.roles:
+        _warn(f"{entry.ae_title} has no roles: with --authorize it may only C-ECHO")
+
+
+def _matching_entries(policy: Any, info: Any) -> str:
+    """The AE configuration entries a certificate matches, as rich markup for `show`."""
+    from rich.markup import escape
+
+    from tdwii_cli.access.identity import certificate_as_peer
+
+    peer = certificate_as_peer(info.subject_cn, info.sans, info.sha256)
+    found = policy.entries_for(peer)
+    if not found:
+        return "[yellow]matches no entry: with --authorize it may call as no AE title[/]"
+    return "\n".join(
+        f"{escape(entry.ae_title)}: roles {escape(entry.roles_words)} (by {escape(', '.join(ids))})"
+        for entry, ids in found
+    )
 
 
 def _warn(message: str) -> None:

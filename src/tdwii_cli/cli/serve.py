@@ -19,6 +19,7 @@ from tdwii_cli.errors import TdwiiError
 from tdwii_cli.server.inikeys import epilog
 
 if TYPE_CHECKING:
+    from tdwii_cli.access.aefile import KnownAE
     from tdwii_cli.server.config import ServeConfig
     from tdwii_cli.tls.options import TlsOptions
 
@@ -26,6 +27,7 @@ log = logging.getLogger("tdwii.serve")
 
 NET = "Network"
 LIMITS = "Limits"
+SECURITY = "Authorization and audit"
 EPILOG = epilog()  # the INI keys and their options, shown by `tdwii serve --help`
 
 
@@ -230,6 +232,78 @@ def serve(
             "for it instead of sleeping; or use tdwii echo --wait.",
         ),
     ] = None,
+    authorize: Annotated[
+        bool | None,
+        typer.Option(
+            "--authorize",
+            help="Enforce the --ae-config: a calling AE title must be bound to the client's "
+            "certificate (else A-ASSOCIATE-RJ) and each operation needs its role (else 0124, "
+            "C-FIND C124). Needs --mtls. Run this in a clinic; without it any certificate "
+            "from the CA may call as any AE title and do anything.",
+            rich_help_panel=SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    audit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audit",
+            metavar="DEST",
+            help="Send DICOM audit messages (IHE ATNA, PS3.15 A.5) to DEST, repeatable: a "
+            "FILE (one RFC 5424 message per line), syslog+tls://HOST[:6514] (RFC 5425, mutual "
+            "TLS) or udp://HOST[:514] (RFC 5426). They wait in a spool on disk while a "
+            "destination is down.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    audit_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-ca",
+            metavar="FILE",
+            help="CA of the syslog+tls repository's certificate; default: --ca.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    audit_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-cert",
+            metavar="FILE",
+            help="Our certificate towards the repository; default: --cert.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    audit_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-key",
+            metavar="FILE",
+            help="Its private key; default: --key.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    audit_spool: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-spool",
+            metavar="FILE",
+            help="Where audit messages wait for their destinations (0600); default: the "
+            "database's path + .audit.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    audit_spool_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--audit-spool-limit",
+            min=1,
+            metavar="N",
+            help="Messages the spool may hold; past it audit messages are dropped, with an "
+            "ERROR line and a Security Alert. Default 100000.",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
     *,
     log: LogOptions,
     tls: dict[str, Any],
@@ -260,6 +334,13 @@ def serve(
         "database_location": db,
         "ae_config": ae_config,
         "retention": retention,
+        "authorize": authorize,
+        "audit": tuple(audit) if audit else None,
+        "audit_ca": audit_ca,
+        "audit_cert": audit_cert,
+        "audit_key": audit_key,
+        "audit_spool": audit_spool,
+        "audit_spool_limit": audit_spool_limit,
     }
     code = run_serve(
         command_line,
@@ -283,6 +364,7 @@ def run_serve(
     ready_file: Path | None = None,
 ) -> int:
     """Merge the configuration, start the worklist manager, serve until a signal; exit code."""
+    from tdwii_cli.audit.spool import SpoolError
     from tdwii_cli.cli.console import stderr_console
     from tdwii_cli.server import config as serveconfig
     from tdwii_cli.server.manager import WorklistManager
@@ -300,10 +382,14 @@ def run_serve(
     mode = tls.mode_words
     if log.isEnabledFor(logging.INFO):
         _log_config(config, tls, mode, manager.port, sorted(known), config_file)
+        if known:
+            _log_bindings(config, known)
     try:
         manager.start()
     except StoreError as exc:
         raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
+    except SpoolError as exc:
+        raise TdwiiError(str(exc), hint="check --audit-spool (a writable file path)") from None
     except OSError as exc:
         raise listen_error(exc, config.bind_address, manager.port) from None
     except ValueError as exc:  # a bad address
@@ -333,6 +419,31 @@ def run_serve(
     return code
 
 
+def _log_bindings(config: "ServeConfig", known: dict[str, "KnownAE"]) -> None:
+    """At -v, the table of AE titles, bound certificate identities and roles: enforced with
+    --authorize, informative without."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from tdwii_cli.access.policy import AccessPolicy
+    from tdwii_cli.cli.console import stderr_console
+
+    enforced = "enforced (--authorize)" if config.authorize else "not enforced (no --authorize)"
+    table = Table(title=f"AE titles, certificates and roles: {enforced}", title_justify="left")
+    table.add_column("AE title", no_wrap=True)
+    table.add_column("certificates bound")
+    table.add_column("roles")
+    table.add_column("event reports to", no_wrap=True)
+    for row in AccessPolicy(known).bindings():
+        entry = known[row.ae_title]
+        address = f"{entry.address}:{entry.port}" if entry.reachable else "-"
+        if entry.reachable and entry.mtls:
+            address += " (mTLS)"
+        cells = (row.ae_title, "\n".join(row.identities) or "(none)", row.roles, address)
+        table.add_row(*(Text(cell) for cell in cells))
+    stderr_console().print(table)
+
+
 def _write_ready_file(path: Path, host: str, port: int) -> None:
     """'HOST PORT' (the address listened on), written atomically once we accept."""
     from tdwii_cli.fileio import write_atomic
@@ -360,6 +471,8 @@ def _log_config(
             value = str(port)
         log.info("  %-18s %-40s (%s)", key, value, source)
     log.info("  %-18s %s, profile %s", "tls", mode, tls.profile)
+    if config.audit:
+        log.info("  %-18s %s", "audit spool", config.effective_audit_spool)
     if tls.enabled:
         log.info("  %-18s %s", "ca", ", ".join(str(p) for p in tls.ca))
         log.info("  %-18s %s", "certificate", tls.cert)

@@ -18,7 +18,7 @@ from tdwii_cli.dicom.uids import full_uid_name, uid_name
 from tdwii_cli.net.dimse import C_CANCEL_RQ, Command
 
 if TYPE_CHECKING:
-    from tdwii_cli.tls.diagnosis import Side
+    from tdwii_cli.tls.diagnosis import HandshakeFailure, Side
 
 log = logging.getLogger("tdwii.net")
 
@@ -66,9 +66,10 @@ def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
 
 def handshake_failed(
     peer: str, exc: BaseException, side: Side = "server", sock: ssl.SSLSocket | None = None
-) -> None:
+) -> HandshakeFailure:
     """One warning line: peer (with the CN of the certificate it presented, even a refused
-    one), the reason in plain words and what to do; `sock` gives our side's facts."""
+    one), the reason in plain words and what to do; `sock` gives our side's facts. Returns
+    the failure described."""
     from tdwii_cli.tls.diagnosis import describe_handshake_error
     from tdwii_cli.tls.transcript import client_hello, peer_subject_cn
 
@@ -78,6 +79,7 @@ def handshake_failed(
     cn = peer_subject_cn(sock) if sock is not None else None
     log.warning("%s: TLS handshake failed: %s (%s)", who(peer, cn), failure.reason, failure.advice)
     log.debug("%s: handshake error detail: %r", peer, exc)
+    return failure
 
 
 def association_accepted(

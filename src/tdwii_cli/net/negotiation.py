@@ -38,6 +38,7 @@ class Refusal:
 
 
 LOCAL_LIMIT = Refusal(TRANSIENT, SERVICE_PROVIDER_PRESENTATION, 2, "local limit exceeded")
+CALLING_NOT_RECOGNIZED = Refusal(PERMANENT, SERVICE_USER, 3, "calling AE title not recognized")
 
 
 @dataclass(frozen=True)

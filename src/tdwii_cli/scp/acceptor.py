@@ -28,10 +28,10 @@ from tdwii_cli.dicom.uids import (
 )
 from tdwii_cli.net import framing, pdu
 from tdwii_cli.net import log as netlog
-from tdwii_cli.net.negotiation import LOCAL_LIMIT, Acceptance, Refusal
+from tdwii_cli.net.negotiation import CALLING_NOT_RECOGNIZED, LOCAL_LIMIT, Acceptance, Refusal
 from tdwii_cli.scp.frontend import Arrival, Frontend
 from tdwii_cli.scp.limits import Limits, LimitSettings
-from tdwii_cli.scp.messages import Handler
+from tdwii_cli.scp.messages import Gate, Handler
 from tdwii_cli.scp.session import Session, SessionSettings
 from tdwii_cli.scp.workers import JobThreads
 
@@ -94,11 +94,16 @@ class Acceptor:
     """See the module docstring."""
 
     def __init__(
-        self, settings: AcceptorSettings, handler: Handler, ssl_context: ssl.SSLContext | None
+        self,
+        settings: AcceptorSettings,
+        handler: Handler,
+        ssl_context: ssl.SSLContext | None,
+        gate: Gate | None = None,
     ) -> None:
         self.config = settings
         self.handler = handler
         self.ssl_context = ssl_context
+        self.gate = gate
         self.acceptance = Acceptance(
             settings.ae_title,
             settings.abstract_syntaxes,
@@ -133,6 +138,7 @@ class Acceptor:
             self._on_request,
             handshake_timeout=self.config.handshake_timeout,
             artim=self.settings.acse_timeout,
+            on_refused=self.gate.refused if self.gate is not None else None,
         )
         self._thread = threading.Thread(target=self.frontend.serve, name="tdwii-accept")
         self._thread.daemon = True
@@ -158,6 +164,10 @@ class Acceptor:
         answer = self.acceptance.answer(rq)
         if isinstance(answer, Refusal):
             self._refuse(arrival, answer, calling)
+            return
+        why = self.gate.admit(rq.calling, arrival.identity) if self.gate is not None else None
+        if why is not None:  # the gate has logged it, with the certificate
+            self._close(arrival, CALLING_NOT_RECOGNIZED.encode())
             return
         with self._lock:
             if self._stopping:

@@ -15,6 +15,7 @@ complete A-ASSOCIATE-RQ goes to `on_request` on a pool thread.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import selectors
@@ -34,7 +35,7 @@ from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.context import quiet_after_handshake
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
 from tdwii_cli.tls.peercheck import unfit
-from tdwii_cli.tls.transcript import peer_subject_cn
+from tdwii_cli.tls.transcript import client_hello, peer_certificate, peer_subject_cn
 
 log = logging.getLogger("tdwii.serve")
 
@@ -80,6 +81,7 @@ class Frontend:
         handshake_timeout: float,
         artim: float,
         workers: int | None = None,
+        on_refused: Callable[[PeerIdentity, str], None] | None = None,
     ) -> None:
         self.listener = listener
         self.ssl_context = ssl_context
@@ -87,6 +89,7 @@ class Frontend:
         self.on_request = on_request
         self.handshake_timeout = handshake_timeout
         self.artim = artim
+        self.on_refused = on_refused  # told of each refused handshake and certificate
         self._selector = selectors.DefaultSelector()
         self._pool = StepPool(workers or max(2, min(8, os.cpu_count() or 2)), "tdwii-handshake")
         self._waiting: set[_Pending] = set()  # registered with the selector
@@ -255,7 +258,10 @@ class Frontend:
                     return self._back(conn, selectors.EVENT_WRITE)
                 except (OSError, ValueError) as exc:
                     try:
-                        netlog.handshake_failed(conn.peer, exc, "server", conn.sock)
+                        failure = netlog.handshake_failed(conn.peer, exc, "server", conn.sock)
+                        # a bare close before any ClientHello is a probe, not a refusal
+                        if failure.cause != "closed" or client_hello(conn.sock) is not None:
+                            self._tell_refused(conn, f"TLS handshake failed: {failure.reason}")
                     except Exception:  # the log must never stop the server
                         log.warning("%s: TLS handshake failed: %s", conn.peer, exc)
                     return self._drop(conn, "", quiet=True)
@@ -267,6 +273,7 @@ class Frontend:
                 der = conn.sock.getpeercert(binary_form=True)
                 why = unfit(der) if der else ""
                 if why:
+                    self._tell_refused(conn, f"certificate refused: {why}", conn.identity)
                     return self._drop(conn, f"certificate refused: {why}")
                 quiet_after_handshake(conn.sock)  # no more transcript: it costs per record
                 conn.stage, conn.deadline = "A-ASSOCIATE-RQ", time.monotonic() + self.artim
@@ -274,6 +281,25 @@ class Frontend:
         except Exception as exc:  # never lose a pool thread or a connection's count
             log.error("%s: unexpected error before association: %r", conn.peer, exc)
             self._drop(conn, "", quiet=True)
+
+    def _tell_refused(
+        self, conn: _Pending, reason: str, identity: PeerIdentity | None = None
+    ) -> None:
+        """Tell `on_refused` (the audit trail) of a refused connection, with what is known of
+        the certificate presented: after a failed handshake, its CN and fingerprint."""
+        if self.on_refused is None:
+            return
+        if identity is None:
+            der = peer_certificate(conn.sock)
+            identity = PeerIdentity(
+                address=conn.peer,
+                subject_cn=peer_subject_cn(conn.sock),
+                fingerprint=hashlib.sha256(der).hexdigest() if der else None,
+            )
+        try:
+            self.on_refused(identity, reason)
+        except Exception as exc:  # auditing must never stop the server
+            log.warning("%s: cannot record the refusal: %r", conn.peer, exc)
 
     def _read_request(self, conn: _Pending) -> None:
         sock = conn.sock

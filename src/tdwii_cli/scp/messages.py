@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 
@@ -72,3 +73,16 @@ class Reply:
 Handler = Callable[[Request], Iterator[Reply]]
 """What serves an association's requests: the replies to each (pending ones first).
 It must not raise: a failure is a failure status."""
+
+
+class Gate(Protocol):
+    """What an acceptor asks before an association, and tells of the peers it refused."""
+
+    def admit(self, calling_ae: str, identity: PeerIdentity) -> str | None:
+        """Why the peer may not associate as `calling_ae` (None: it may)."""
+        ...
+
+    def refused(self, identity: PeerIdentity, reason: str) -> None:
+        """A connection was refused before any association: a failed TLS handshake, a
+        client certificate unfit for TLS client authentication."""
+        ...

@@ -44,7 +44,11 @@ def acceptor_settings(config: ServeConfig) -> AcceptorSettings:
 
 
 def ups_acceptor(config: ServeConfig, scp: UpsScp, ssl_context: ssl.SSLContext | None) -> Acceptor:
-    """The acceptor of `tdwii serve`: every request goes to `scp`."""
+    """The acceptor of `tdwii serve`: every request goes to `scp`, every association and
+    refused connection past its authorizer."""
     return Acceptor(
-        acceptor_settings(config), functools.partial(dispatch.replies, scp), ssl_context
+        acceptor_settings(config),
+        functools.partial(dispatch.replies, scp),
+        ssl_context,
+        gate=scp.guard,
     )

@@ -9,9 +9,8 @@ key, a server key under another section, or a section that is no move
 destination is refused: a setting is never dropped silently. Relative paths are
 relative to the current folder.
 
-`ApplicationEntities.json` is a list of `{"AETitle", "IPAddr", "Port", "mTLS"}`
-objects (`mTLS` optional, false by default), or an object mapping AE titles to
-`{"IPAddr", "Port", "mTLS"}`.
+`ApplicationEntities.json` (`tdwii_cli.access.aefile`) lists the known AEs: where each
+receives event reports, the certificates bound to it and its roles.
 
 Every problem is one `TdwiiError` line naming the file and the key.
 """
@@ -20,12 +19,13 @@ from __future__ import annotations
 
 import configparser
 import difflib
-import json
 import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tdwii_cli.access import aefile
+from tdwii_cli.access.aefile import KnownAE
 from tdwii_cli.dicom.values import ae_title_problem
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.fileio import read_bytes
@@ -49,6 +49,7 @@ FLOAT_KEYS = _of("float")
 BOOL_KEYS = _of("bool")
 PATH_KEYS = _of("path")
 STR_KEYS = _of("str")
+LIST_KEYS = _of("list")
 KNOWN_KEYS = tuple(k.name for k in inikeys.KEYS)
 IGNORED_KEYS = tuple(inikeys.IGNORED)  # upsscp.py keys tdwii does not use
 _AT_LEAST_ONE = (
@@ -57,17 +58,8 @@ _AT_LEAST_ONE = (
     "max_pending",
     "max_pending_per_host",
     "max_message_size",
+    "audit_spool_limit",
 )
-
-
-@dataclass(frozen=True)
-class KnownAE:
-    """A peer we may have to reach (e.g. an N-EVENT-REPORT subscriber)."""
-
-    ae_title: str
-    address: str
-    port: int
-    mtls: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +91,13 @@ class ServeConfig:
     handshake_timeout: float = 10.0
     retention: str | None = None  # purge final workitems after this (e.g. 30d); None keeps
     shutdown_grace: float = 10.0  # seconds running associations get to finish at a stop
+    authorize: bool = False  # enforce the AE configuration's certificate bindings and roles
+    audit: tuple[str, ...] = ()  # audit trail destinations (file, syslog+tls://, udp://)
+    audit_ca: Path | None = None
+    audit_cert: Path | None = None
+    audit_key: Path | None = None
+    audit_spool: Path | None = None  # None: next to the database (DB.audit)
+    audit_spool_limit: int = 100_000
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -115,6 +114,13 @@ class ServeConfig:
         return TLS_PORT if tls_enabled else PLAIN_PORT
 
     @property
+    def effective_audit_spool(self) -> Path:
+        """Where audit messages wait to be sent: as configured, else next to the database."""
+        if self.audit_spool is not None:
+            return self.audit_spool
+        return self.database_location.with_name(self.database_location.name + ".audit")
+
+    @property
     def retention_seconds(self) -> float | None:
         """`retention` in seconds (None: keep final workitems)."""
         return parse_retention(self.retention)
@@ -126,6 +132,8 @@ class ServeConfig:
             if f.name == "sources":
                 continue
             value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = " ".join(value) or None
             out.append(
                 (f.name, "" if value is None else str(value), self.sources.get(f.name, "default"))
             )
@@ -170,6 +178,8 @@ def _convert(path: Path, key: str, raw: str) -> Any:
         raise _bad(path, key, text, "true or false")
     if key in PATH_KEYS:
         return Path(text) if text else None
+    if key in LIST_KEYS:
+        return tuple(part for part in text.replace(",", " ").split() if part)
     return text
 
 
@@ -279,64 +289,9 @@ def effective_config(
     return replace(config, sources=sources)
 
 
-def _entry(path: Path, where: str, title: Any, item: dict[str, Any]) -> KnownAE:
-    def fail(message: str) -> TdwiiError:
-        return TdwiiError(
-            f"AE config {path}: {where}: {message}",
-            hint='each entry needs "AETitle", "IPAddr", "Port" (and optionally "mTLS")',
-        )
-
-    if not isinstance(title, str) or not title.strip():
-        raise fail("AETitle missing or not a string")
-    title = title.strip()
-    if ae_title_problem(title) is not None:
-        raise fail(f"AETitle {title!r} is not a DICOM AE title (at most 16 ASCII characters)")
-    address = item.get("IPAddr")
-    if not isinstance(address, str) or not address.strip():
-        raise fail(f"{title}: IPAddr missing or not a string")
-    port = item.get("Port")
-    if isinstance(port, str) and port.strip().isdigit():
-        port = int(port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise fail(f"{title}: Port {port!r} is not a TCP port (1-65535)")
-    mtls = item.get("mTLS", False)
-    if not isinstance(mtls, bool):
-        raise fail(f"{title}: mTLS {mtls!r} is not true or false")
-    return KnownAE(ae_title=title, address=address.strip(), port=port, mtls=mtls)
-
-
 def load_application_entities(path: str | Path) -> dict[str, KnownAE]:
-    """Read and check an `ApplicationEntities.json`; AE title -> `KnownAE`."""
-    path = Path(path)
-    raw = read_bytes(path, "AE config", missing_hint="check the --ae-config path")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise TdwiiError(f"AE config {path} is not valid JSON{detail}") from None
-    entries: list[tuple[str, Any, Any]] = []
-    if isinstance(data, list):
-        for i, item in enumerate(data, start=1):
-            if not isinstance(item, dict):
-                raise TdwiiError(f"AE config {path}: entry {i} is not an object")
-            entries.append((f"entry {i}", item.get("AETitle"), item))
-    elif isinstance(data, dict):
-        for title, item in data.items():
-            if not isinstance(item, dict):
-                raise TdwiiError(f"AE config {path}: {title!r} is not an object")
-            entries.append((repr(title), item.get("AETitle", title), item))
-    else:
-        raise TdwiiError(
-            f"AE config {path}: expected a list of application entities",
-            hint='e.g. [{"AETitle": "TDD", "IPAddr": "127.0.0.1", "Port": 11113, "mTLS": true}]',
-        )
-    known: dict[str, KnownAE] = {}
-    for where, title, item in entries:
-        entry = _entry(path, where, title, item)
-        if entry.ae_title in known:
-            raise TdwiiError(f"AE config {path}: {entry.ae_title} is listed twice")
-        known[entry.ae_title] = entry
-    return known
+    """Read and check the AE configuration (`tdwii_cli.access.aefile`); AE title -> `KnownAE`."""
+    return aefile.load(path)
 
 
 def resolve_tls(

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
+from tdwii_cli.access.aefile import KnownAE
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import TRANSFER_SYNTAXES, UPS_EVENT, UPS_PUSH
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net.association import Association, open_association, propose
 from tdwii_cli.net.dimse import N_EVENT_REPORT_RQ, Command
 from tdwii_cli.net.options import ScuOptions
-from tdwii_cli.server.config import KnownAE
 from tdwii_cli.server.eventjournal import EventJournal
 from tdwii_cli.tls.options import TlsOptions
 from tdwii_cli.ups.vocabulary import EVENT_NAMES
@@ -151,12 +151,15 @@ class _Worker:
         """Send what is queued over one association; False when it must be retried."""
         sender = self.sender
         known = sender.known_aes.get(self.ae_title)
-        if known is None:
+        if known is None or not known.reachable:
             dropped = self._drop_all()
             log.warning(
-                "cannot send %d event report(s) to %s: not in the AE configuration",
+                "cannot send %d event report(s) to %s: %s",
                 len(dropped),
                 self.ae_title,
+                "not in the AE configuration"
+                if known is None
+                else "no IPAddr/Port for it in the AE configuration",
             )
             return True
         try:
@@ -394,4 +397,5 @@ class EventSender:
         )
         ctx = self._client_context(known.mtls)
         contexts = propose([UPS_EVENT], TRANSFER_SYNTAXES)
+        assert known.address is not None and known.port is not None  # `reachable` checked
         return open_association(known.address, known.port, ctx, options, contexts)

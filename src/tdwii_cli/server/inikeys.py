@@ -22,7 +22,7 @@ __all__ = [
     "markdown_table",
 ]
 
-Kind = Literal["int", "float", "bool", "path", "str"]
+Kind = Literal["int", "float", "bool", "path", "str", "list"]
 SERVER_SECTION = "DEFAULT"
 MOVE_DESTINATION_KEYS = ("address", "port")
 
@@ -70,6 +70,18 @@ KEYS: tuple[IniKey, ...] = (
     IniKey("handshake_timeout", "float", "--handshake-timeout", "seconds for a TLS handshake (10)"),
     IniKey("shutdown_grace", "float", "--shutdown-grace", "seconds to release at a stop (10)"),
     IniKey("retention", "str", "--retention", "purge final workitems after (keep)"),
+    IniKey(
+        "authorize",
+        "bool",
+        "--authorize",
+        "enforce the AE configuration's certificates and roles (false)",
+    ),
+    IniKey("audit", "list", "--audit", "audit trail destinations, space-separated (none)"),
+    IniKey("audit_ca", "path", "--audit-ca", "CA of the audit repository (--ca)"),
+    IniKey("audit_cert", "path", "--audit-cert", "our certificate towards it (--cert)"),
+    IniKey("audit_key", "path", "--audit-key", "its private key (--key)"),
+    IniKey("audit_spool", "path", "--audit-spool", "audit messages not sent yet (DB + .audit)"),
+    IniKey("audit_spool_limit", "int", "--audit-spool-limit", "messages the spool holds (100000)"),
 )
 
 # upsscp.py keys tdwii reads and does not use, with the reason

@@ -24,22 +24,27 @@ import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from tdwii_cli.access.aefile import KnownAE
+from tdwii_cli.access.roles import Operation
+from tdwii_cli.audit import events as audit
+from tdwii_cli.audit.messages import Code
 from tdwii_cli.clock import utc_now
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom import tags
-from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH
+from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PULL, UPS_PUSH
 from tdwii_cli.dicom.uids import UPS_FILTERED_GLOBAL_SUBSCRIPTION as FILTERED_GLOBAL
 from tdwii_cli.dicom.uids import UPS_GLOBAL_SUBSCRIPTION as GLOBAL
 from tdwii_cli.dicom.uids import UPS_WELL_KNOWN as WELL_KNOWN
 from tdwii_cli.dicom.values import valid_uid
 from tdwii_cli.scp.messages import Reply, Request
-from tdwii_cli.server.config import KnownAE
+from tdwii_cli.server.auditing import MINOR_FAILURE, SUCCESS, Auditor
+from tdwii_cli.server.authorization import Authorizer
 from tdwii_cli.server.eventjournal import EventJournal
 from tdwii_cli.server.events import EventSender
 from tdwii_cli.server.store import DuplicateWorkitem, WorkitemStore
@@ -78,6 +83,21 @@ _UIDS_PER_QUERY = 500  # SQLite allows 32766 parameters; a small IN list stays f
 _MISSING_RECEIVING_AE = Reply(st.MISSING_ATTRIBUTE, "Receiving AE is missing")
 
 
+def _keyword(tag: int) -> str:
+    """An attribute's keyword, or its tag when the dictionary has none."""
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _nset_transaction(state: str, changed: set[int]) -> tuple[Code, ...]:
+    """The IHE-RO TDW-II transaction an N-SET of a workitem in `state` is: RO-62 when it
+    set only the progress, RO-64 (final update) when it set more (none while SCHEDULED)."""
+    if state != states.IN_PROGRESS or not changed:
+        return ()
+    if changed == {tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE}:
+        return (audit.RO_62,)
+    return (audit.RO_64,)
+
+
 def _refused(what: str, decision: states.Decision) -> Reply:
     """Log why the state machine said no to `what` (warnings only at DEBUG); the reply."""
     level = logging.DEBUG if decision.is_warning else logging.INFO
@@ -97,6 +117,8 @@ class UpsScp:
         tls: TlsOptions | None = None,
         retention: float | None = None,
         sender: EventSender | None = None,
+        auditor: Auditor | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.store = store
         self.ae_title = ae_title
@@ -106,10 +128,22 @@ class UpsScp:
             ae_title, self.known_aes, tls, journal=EventJournal(store)
         )
         self.retention = retention
+        self.audit = auditor or Auditor.disabled()
+        self.guard = authorizer or Authorizer(self.known_aes, enforce=False, auditor=self.audit)
         self._stop = threading.Event()
         self._purger: threading.Thread | None = None
 
     # -- life cycle ----------------------------------------------------------------------
+
+    def set_known_aes(self, known_aes: Mapping[str, KnownAE]) -> None:
+        """Use a reread AE configuration (subscribers' addresses, bindings, roles) from now."""
+        self.known_aes = dict(known_aes)
+        self.sender.known_aes = self.known_aes
+        self.guard.reload(self.known_aes)
+
+    def _reachable(self, ae_title: str) -> bool:
+        known = self.known_aes.get(ae_title)
+        return known is not None and known.reachable
 
     def start(self) -> None:
         """Queue the reports a previous run left, tell subscribers we (re)started, and start
@@ -189,6 +223,9 @@ class UpsScp:
     def create(self, request: Request) -> Reply:
         """N-CREATE of a UPS (UPS Push)."""
         caller = request.calling_ae
+        refused = self.guard.check(request, Operation.CREATE)
+        if refused is not None:
+            return refused
         sop_class = request.command.sop_class
         if sop_class != UPS_PUSH:
             serve_log.warning("N-CREATE refused: SOP Class %s is not UPS Push", sop_class)
@@ -218,6 +255,7 @@ class UpsScp:
                 first.status,
                 "; ".join(p.message for p in problems),
             )
+            self._audit_create(request, uid, ds, f"0x{first.status:04X}: {first.message}")
             return _fail(first.status, first.message)
 
         checked = ds
@@ -235,6 +273,7 @@ class UpsScp:
             self.store.create(ds, index_from=checked, encoded=received)
         except DuplicateWorkitem:
             serve_log.info("N-CREATE %s from %s refused (0x0111): duplicate", uid, caller)
+            self._audit_create(request, uid, checked, "0x0111: a workitem with this UID exists")
             return _fail(st.DUPLICATE_SOP_INSTANCE, "a workitem with this SOP Instance UID exists")
         try:
             self._after_create(ds)
@@ -248,7 +287,40 @@ class UpsScp:
                 str(ds.get("ProcedureStepLabel", "")),
                 caller,
             )
+        self._audit_create(request, uid, checked)
         return Reply(st.SUCCESS, sop_instance="" if requested else uid)
+
+    def _audit_refused(
+        self,
+        request: Request,
+        uid: str,
+        ds: Dataset,
+        kind: Code,
+        decision: states.Decision,
+    ) -> None:
+        """A Procedure Record of an operation the UPS rules said no to (a warning such as
+        B304 is a success: it was already so)."""
+        self.audit.workitem(
+            request,
+            "U",
+            uid,
+            ds,
+            outcome=SUCCESS if decision.is_warning else MINOR_FAILURE,
+            text=f"0x{decision.status:04X}: {decision.comment}",
+            types=(kind,),
+        )
+
+    def _audit_create(self, request: Request, uid: str, ds: Dataset, failed: str = "") -> None:
+        self.audit.workitem(
+            request,
+            "C",
+            uid,
+            ds,
+            outcome=MINOR_FAILURE if failed else SUCCESS,
+            text=failed or None,
+            types=(audit.N_CREATE,),
+            details=(("ProcedureStepState", states.SCHEDULED),) if not failed else (),
+        )
 
     @staticmethod
     def _as_received(request: Request, checked: Dataset, uid: str) -> bytes | None:
@@ -275,6 +347,12 @@ class UpsScp:
     def find(self, request: Request) -> Iterator[Reply]:
         """Stream the matching workitems (pending replies, then Success); honour C-CANCEL."""
         caller = request.calling_ae
+        worklist = (audit.RO_58,) if request.command.sop_class == UPS_PULL else ()
+        refused = self.guard.check(request, Operation.QUERY)
+        if refused is not None:
+            self.audit.query(request, outcome=MINOR_FAILURE, text=refused.comment, types=worklist)
+            yield refused
+            return
         try:
             identifier = request.dataset()
             if identifier is None:
@@ -282,12 +360,17 @@ class UpsScp:
             query = Query.from_identifier(identifier)
         except QueryError as exc:
             log.info("C-FIND from %s refused (0xA900): %s", caller, exc)
+            self.audit.query(request, outcome=MINOR_FAILURE, text=str(exc), types=worklist)
             yield Reply(st.IDENTIFIER_DOES_NOT_MATCH, str(exc))
             return
         except Exception as exc:
             log.info("C-FIND from %s: identifier cannot be decoded: %s", caller, exc)
+            self.audit.query(
+                request, outcome=MINOR_FAILURE, text="identifier cannot be decoded", types=worklist
+            )
             yield Reply(st.UNABLE_TO_PROCESS)
             return
+        self.audit.query(request, types=worklist)
         count = 0
         rows = self.store.select(query.where, query.params)
         try:
@@ -315,10 +398,14 @@ class UpsScp:
         """The requested attributes (all when none are listed), never the Transaction UID;
         C307 for an unknown instance."""
         uid = request.sop_instance
+        refused = self.guard.check(request, Operation.READ)
+        if refused is not None:
+            return refused
         item = self.store.get(uid)
         if item is None:
             return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
         ds = item.dataset
+        self.audit.workitem(request, "R", uid, ds, types=(audit.N_GET,))
         wanted = request.command.attribute_identifiers
         out = Dataset()
         if tags.SPECIFIC_CHARACTER_SET in ds:
@@ -360,13 +447,33 @@ class UpsScp:
             item = self.store.get(uid)
             if item is None:
                 return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            scheduled = item.state == states.SCHEDULED
+            refused = self.guard.check(
+                request,
+                Operation.UPDATE_SCHEDULED if scheduled else Operation.UPDATE_HELD,
+                holder=None if scheduled else item.performer_ae,
+            )
+            if refused is not None:
+                return refused
             decision = states.check_nset(item.state, item.transaction_uid, modification)
             if not decision.proceed:
+                self._audit_refused(request, uid, item.dataset, audit.N_SET, decision)
                 return _refused(f"N-SET {uid} from {caller}", decision)
             ds = item.dataset
             changed = states.apply_nset(ds, modification)
             self.store.update(uid, ds, state=item.state)
         log.info("N-SET %s from %s: %d attribute(s) updated", uid, caller, len(changed))
+        self.audit.workitem(
+            request,
+            "U",
+            uid,
+            ds,
+            types=(audit.N_SET, *_nset_transaction(item.state, changed)),
+            details=(
+                ("ProcedureStepState", item.state),
+                ("AttributesChanged", " ".join(_keyword(tag) for tag in sorted(changed))),
+            ),
+        )
         if tags.PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE in changed:
             self.notify(uid, PROGRESS_REPORT, states.progress_report(ds))
         if changed & tags.ASSIGNMENT:
@@ -389,32 +496,41 @@ class UpsScp:
             log.info("N-ACTION %s: action information cannot be decoded: %s", uid, exc)
             return _fail(st.PROCESSING_FAILURE, "action information cannot be decoded")
         info = info if info is not None else Dataset()
-        caller = request.calling_ae
         if action == CHANGE_STATE:
-            return self.change_state(uid, info, caller)
+            return self.change_state(request, uid, info)
         if action == REQUEST_CANCEL:
-            return self.request_cancel(uid, info, caller)
+            return self.request_cancel(request, uid, info)
         if action == SUBSCRIBE:
-            return self.subscribe(uid, info, caller)
+            return self.subscribe(request, uid, info)
         if action == UNSUBSCRIBE:
-            return self.unsubscribe(uid, info, caller)
+            return self.unsubscribe(request, uid, info)
         if action == SUSPEND_GLOBAL:
-            return self.suspend(uid, info, caller)
+            return self.suspend(request, uid, info)
         return _fail(st.NO_SUCH_ACTION, f"no action type {action}")
 
-    def change_state(self, uid: str, info: Dataset, caller: str) -> Reply:
+    def change_state(self, request: Request, uid: str, info: Dataset) -> Reply:
         """Action type 1 (see `states.change_state`); a State Report on every change."""
+        caller = request.calling_ae
         if uid in WELL_KNOWN:
             return _fail(st.UPS_NOT_APPROPRIATE, "not a workitem")
         requested = str(info.get("ProcedureStepState") or "").strip().upper()
         given = str(info.get("TransactionUID") or "").strip()
+        finishing = requested in (states.COMPLETED, states.CANCELED)
         with self.store.transaction():
             item = self.store.get(uid)
             if item is None:
                 return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
+            refused = self.guard.check(
+                request,
+                Operation.FINISH if finishing else Operation.CLAIM,
+                holder=item.performer_ae if finishing else None,
+            )
+            if refused is not None:
+                return refused
             ds = item.dataset
             decision = states.change_state(item.state, item.transaction_uid, requested, given, ds)
             if not decision.proceed:
+                self._audit_refused(request, uid, ds, audit.CHANGE_STATE, decision)
                 return _refused(f"Change State {uid} -> {requested} by {caller}", decision)
             if requested == states.IN_PROGRESS:
                 ds.ProcedureStepState = states.IN_PROGRESS
@@ -428,38 +544,68 @@ class UpsScp:
                 states.cancel(ds, states.cancellation_info(info))
                 self.store.update(uid, ds, state=requested)
         log.info("workitem %s is %s (by %s)", uid, requested, caller)
+        self.audit.workitem(
+            request,
+            "U",
+            uid,
+            ds,
+            types=(audit.CHANGE_STATE, audit.RO_65 if finishing else audit.RO_60),
+            details=(("ProcedureStepState", requested),),
+        )
         self.notify(uid, STATE_REPORT, states.state_report(ds))
         return Reply(st.SUCCESS)
 
-    def request_cancel(self, uid: str, info: Dataset, caller: str) -> Reply:
+    def request_cancel(self, request: Request, uid: str, info: Dataset) -> Reply:
         """Action type 2: SCHEDULED -> CANCELED at once; IN PROGRESS -> Cancel Requested
-        to the performer (C312 when it is not a known AE) and the subscribers."""
+        to the performer (C312 when it cannot be reached) and the subscribers."""
+        caller = request.calling_ae
         if uid in WELL_KNOWN:
             return _fail(st.UPS_NOT_APPROPRIATE, "not a workitem")
+        refused = self.guard.check(request, Operation.REQUEST_CANCEL)
+        if refused is not None:
+            return refused
         details = states.cancellation_info(info)
         with self.store.transaction():
             item = self.store.get(uid)
             if item is None:
                 return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
             decision = states.request_cancel(item.state)
-            if not decision.proceed:
-                return _refused(f"Request Cancel {uid} by {caller}", decision)
             ds = item.dataset
+            if not decision.proceed:
+                self._audit_refused(request, uid, ds, audit.REQUEST_CANCEL, decision)
+                return _refused(f"Request Cancel {uid} by {caller}", decision)
             performer = item.performer_ae or ""
             if decision.action == "cancel":
                 states.cancel(ds, details)
                 self.store.update(uid, ds, state=states.CANCELED)
         if decision.action == "cancel":
             log.info("workitem %s is CANCELED (requested by %s)", uid, caller)
+            self.audit.workitem(
+                request,
+                "U",
+                uid,
+                ds,
+                types=(audit.REQUEST_CANCEL,),
+                details=(("ProcedureStepState", states.CANCELED),),
+            )
             self.notify(uid, STATE_REPORT, states.state_report(ds))
             return Reply(st.SUCCESS)
-        if performer not in self.known_aes:
+        if not self._reachable(performer):
             log.info(
-                "Request Cancel %s by %s: performer %r cannot be contacted (not in the AE "
-                "configuration)",
+                "Request Cancel %s by %s: performer %r cannot be contacted (no address for it "
+                "in the AE configuration)",
                 uid,
                 caller,
                 performer,
+            )
+            self.audit.workitem(
+                request,
+                "U",
+                uid,
+                ds,
+                outcome=MINOR_FAILURE,
+                text=f"0xC312: the performer {performer} cannot be contacted",
+                types=(audit.REQUEST_CANCEL,),
             )
             return _fail(st.UPS_PERFORMER_UNREACHABLE, "the performer cannot be contacted")
         report = Dataset()
@@ -470,15 +616,47 @@ class UpsScp:
         log.info(
             "cancel of %s requested by %s: told %s", uid, caller, ", ".join(sent_to) or "nobody"
         )
+        self.audit.workitem(
+            request,
+            "U",
+            uid,
+            ds,
+            types=(audit.REQUEST_CANCEL,),
+            details=(("CancelRequested", f"performer {performer} told"),),
+        )
         return Reply(st.SUCCESS)
 
-    def subscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
+    def _audited(self, request: Request, kind: Code, info: Dataset, reply: Reply) -> Reply:
+        """`reply` to a subscription operation, recorded as a Query: a subscription is a
+        standing query, asked for its Receiving AE."""
+        failed = not (reply.status == st.SUCCESS or st.is_warning(reply.status))
+        self.audit.query(
+            request,
+            outcome=MINOR_FAILURE if failed else SUCCESS,
+            text=f"0x{reply.status:04X}: {reply.comment}" if reply.status else None,
+            types=(kind,),
+            for_ae=_receiving_ae(info) or None,
+        )
+        return reply
+
+    def subscribe(self, request: Request, uid: str, info: Dataset) -> Reply:
         """Action type 3 on a workitem, the Global or the Filtered Global instance."""
+        return self._audited(request, audit.SUBSCRIBE, info, self._subscribe(request, uid, info))
+
+    def _subscribe(self, request: Request, uid: str, info: Dataset) -> Reply:
+        caller = request.calling_ae
         receiving = _receiving_ae(info)
         if not receiving:
             return _MISSING_RECEIVING_AE
-        if receiving not in self.known_aes:
-            log.info("Subscribe by %s refused (0xC308): %s is not a known AE", caller, receiving)
+        refused = self.guard.check(request, Operation.SUBSCRIBE, receiving=receiving)
+        if refused is not None:
+            return refused
+        if not self._reachable(receiving):
+            log.info(
+                "Subscribe by %s refused (0xC308): %s is not a known AE with an address",
+                caller,
+                receiving,
+            )
             return _fail(st.UPS_UNKNOWN_RECEIVING_AE, f"{receiving} is unknown to this SCP")
         lock = str(info.get("DeletionLock") or "").strip().upper() == "TRUE"
         status = st.SUCCESS
@@ -539,11 +717,19 @@ class UpsScp:
                 reports.append((uid, states.state_report(item.dataset)))
         self.sender.submit_many(receiving, STATE_REPORT, reports)
 
-    def unsubscribe(self, uid: str, info: Dataset, caller: str) -> Reply:
+    def unsubscribe(self, request: Request, uid: str, info: Dataset) -> Reply:
         """Action type 4: from one workitem, or (on a global instance) from everything."""
+        reply = self._unsubscribe(request, uid, info)
+        return self._audited(request, audit.UNSUBSCRIBE, info, reply)
+
+    def _unsubscribe(self, request: Request, uid: str, info: Dataset) -> Reply:
+        caller = request.calling_ae
         receiving = _receiving_ae(info)
         if not receiving:
             return _MISSING_RECEIVING_AE
+        refused = self.guard.check(request, Operation.UNSUBSCRIBE, receiving=receiving)
+        if refused is not None:
+            return refused
         if uid not in WELL_KNOWN and self.store.get(uid) is None:
             return _fail(st.UPS_NO_SUCH_UPS, "no such UPS")
         removed = self.subscriptions.unsubscribe(receiving, uid)
@@ -552,13 +738,20 @@ class UpsScp:
         log.info("%s unsubscribed %s from %s (%d subscription(s))", caller, receiving, uid, removed)
         return Reply(st.SUCCESS)
 
-    def suspend(self, uid: str, info: Dataset, caller: str) -> Reply:
+    def suspend(self, request: Request, uid: str, info: Dataset) -> Reply:
         """Action type 5: stop adding new workitems to the AE's global subscription."""
+        return self._audited(request, audit.SUSPEND, info, self._suspend(request, uid, info))
+
+    def _suspend(self, request: Request, uid: str, info: Dataset) -> Reply:
+        caller = request.calling_ae
         if uid not in WELL_KNOWN:
             return _fail(st.UPS_NOT_APPROPRIATE, "suspend applies to the global subscription")
         receiving = _receiving_ae(info)
         if not receiving:
             return _MISSING_RECEIVING_AE
+        refused = self.guard.check(request, Operation.SUSPEND, receiving=receiving)
+        if refused is not None:
+            return refused
         self.subscriptions.suspend(receiving)
         log.info("%s suspended the global subscription of %s", caller, receiving)
         return Reply(st.SUCCESS)

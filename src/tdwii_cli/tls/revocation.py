@@ -37,6 +37,7 @@ class CrlFacts:
     path: Path
     revoked: int
     next_update: dt.datetime | None
+    serials: frozenset[int] = frozenset()  # the serial numbers it revokes
 
 
 def crl_facts(opts: TlsOptions) -> CrlFacts:
@@ -52,7 +53,8 @@ def crl_facts(opts: TlsOptions) -> CrlFacts:
             f"CRL {opts.crl} is not signed by the trusted CA ({', '.join(map(str, opts.ca))})",
             hint="use the CRL of the CA that issues the clients' certificates",
         )
-    return CrlFacts(opts.crl, len(list(crl)), crl.next_update_utc)
+    serials = frozenset(entry.serial_number for entry in crl)
+    return CrlFacts(opts.crl, len(serials), crl.next_update_utc, serials)
 
 
 def _signed(crl: object, issuer: object) -> bool:
@@ -102,11 +104,13 @@ class CrlWatch:
         install: Callable[[ssl.SSLContext], None],
         *,
         interval: float = 1.0,
+        reloaded: Callable[[str, bool, str], None] | None = None,
     ) -> None:
         self.opts = opts
         self.build = build
         self.install = install
         self.interval = interval
+        self.reloaded = reloaded  # (why, whether it is in use, what) after each reload
         self.facts: CrlFacts | None = None
         self._seen = _identity(opts.crl) if opts.crl else None
         self._warned: tuple[int, dt.datetime] | None = None
@@ -150,6 +154,7 @@ class CrlWatch:
                 ctx = self.build(self.opts)
             except TdwiiError as exc:
                 log.error("%s: TLS set-up not reloaded, the previous one stays: %s", why, exc)
+                self._tell(why, False, exc.message)
                 return False
             self.install(ctx)
             self.facts = facts
@@ -166,8 +171,21 @@ class CrlWatch:
             )
         else:
             log.info("%s: TLS certificate, key and CA reloaded", why)
+        self._tell(
+            why,
+            True,
+            f"CRL {facts.path}: {facts.revoked} revoked" if facts is not None else "no CRL",
+        )
         self._warn_expiry()
         return True
+
+    def _tell(self, why: str, ok: bool, detail: str) -> None:
+        if self.reloaded is None:
+            return
+        try:
+            self.reloaded(why, ok, detail)
+        except Exception as exc:  # the reload is done; telling about it must not undo that
+            log.warning("after the TLS reload: %s", exc)
 
     def _run(self) -> None:
         assert self.opts.crl is not None
