@@ -60,8 +60,8 @@ def _is_python_script(path: str) -> bool:
 
 
 def _find_tool(name: str) -> str | None:
-    if name not in _DCMTK_TOOLS:
-        return shutil.which(name)
+    if name not in _DCMTK_TOOLS:  # daemons (rsyslogd) live in sbin, not always in PATH
+        return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
         candidate = os.path.join(folder, name)
         usable = os.path.isfile(candidate) and os.access(candidate, os.X_OK)
@@ -70,12 +70,17 @@ def _find_tool(name: str) -> str | None:
     return None
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, package: str = "dcmtk openssl default-jre-headless") -> str:
     """Absolute path of tool `name`; skip (CI unset) or fail (CI set) when it is missing."""
     path = _find_tool(name)
     if path:
         return path
-    message = f"{name} not installed (apt-get install dcmtk openssl default-jre-headless)"
+    return missing(name, package)
+
+
+def missing(name: str, package: str) -> str:
+    """Skip (CI unset) or fail (CI set): `name`, from Debian's `package`, is not installed."""
+    message = f"{name} not installed (apt-get install {package})"
     if os.environ.get("CI"):
         pytest.fail(f"CI: required tool {message}")
     pytest.skip(message)

@@ -39,7 +39,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
-from conftest import client_ssl_context, wait_until
+from conftest import PKI_CLIENT, client_ssl_context, wait_until
 
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"
 # An A-ABORT PDU (source: service provider): what a plain DICOM node answers a ClientHello with
@@ -95,10 +95,11 @@ def scu_association(
     tls: bool = True,
     timeout: float = 10.0,
     guard: bool = True,
+    node: str = PKI_CLIENT,
 ) -> Iterator[Any]:
     """A pynetdicom association from `ae_title` to `server` (`host`, `port`, `workdir` with
-    `certs/` from `tdwii pki init`) proposing `sop_classes`: mutual TLS with the PKI's client
-    certificate (plain DICOM when not `tls`), TCP_NODELAY, ACSE/DIMSE/network timeouts of
+    `certs/` from `tdwii pki init`) proposing `sop_classes`: mutual TLS with `node`'s
+    certificate (the PKI's client; plain DICOM when not `tls`), TCP_NODELAY, timeouts of
     `timeout` s, received DIMSE messages in `assoc.responses`, and (when `guard` and the
     association is established) `keep_responses_for_the_caller`. Yielded whether or not it
     was established (check `is_established`, `is_rejected`); released at the end if it
@@ -115,7 +116,7 @@ def scu_association(
     def keep(event: Any) -> None:
         responses.append(event.message)
 
-    tls_args = (client_ssl_context(server.workdir / "certs"), "localhost") if tls else None
+    tls_args = (client_ssl_context(server.workdir / "certs", node), "localhost") if tls else None
     assoc = ae.associate(
         server.host,
         server.port,

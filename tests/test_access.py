@@ -66,9 +66,7 @@ def test_a_peer_without_a_certificate_answers_to_nothing() -> None:
 
 
 def test_a_certificate_described_by_certinfo_is_the_peer_it_would_be() -> None:
-    as_peer = certificate_as_peer(
-        "tdd1", ("DNS:tdd1.example.org", "IP:::1"), ":".join(["AB"] * 32)
-    )
+    as_peer = certificate_as_peer("tdd1", ("DNS:tdd1.example.org", "IP:::1"), ":".join(["AB"] * 32))
     assert {"CN=tdd1", "DNS:tdd1.example.org", "IP:::1", "SHA256:" + FINGERPRINT} <= keys_of(
         as_peer
     )
@@ -141,7 +139,12 @@ def write(tmp_path: Path, data: object) -> Path:
 def test_the_old_format_keeps_working_and_binds_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, [{"AETitle": "TDD", "IPAddr": "127.0.0.1", "Port": 11113}])
     entry = aefile.load(path)["TDD"]
-    assert (entry.address, entry.port, entry.mtls, entry.reachable) == ("127.0.0.1", 11113, False, True)
+    assert (entry.address, entry.port, entry.mtls, entry.reachable) == (
+        "127.0.0.1",
+        11113,
+        False,
+        True,
+    )
     assert entry.certificates == frozenset() and entry.roles == frozenset()
     assert not AccessPolicy(aefile.load(path)).admits("TDD", peer("TDD"))
 

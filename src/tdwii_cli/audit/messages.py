@@ -131,9 +131,13 @@ class AuditMessage:
 
 # -- writing -------------------------------------------------------------------------------
 
-# Characters XML 1.0 forbids, every C0/C1 control (tab and newline included: one line), and
-# the backslash (so that an escape in the output is always ours).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff\ufffe\uffff]")
+# Characters XML 1.0 forbids, every C0/C1 control (tab and newline included: one line), the
+# invisible format and separator characters that can make text read otherwise than it is
+# (bidi overrides, zero-width, line separators), and the backslash (so that an escape in the
+# output is always ours).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\\\\\u200b-\u200f\u2028-\u202e\u2060-\u2069\ud800-\udfff\ufeff\ufffe\uffff]"
+)
 
 
 def _visible(match: re.Match[str]) -> str:

@@ -429,7 +429,7 @@ def _log_bindings(config: "ServeConfig", known: dict[str, "KnownAE"]) -> None:
     from tdwii_cli.cli.console import stderr_console
 
     enforced = "enforced (--authorize)" if config.authorize else "not enforced (no --authorize)"
-    table = Table(title=f"AE titles, certificates and roles: {enforced}", title_justify="left")
+    table = Table()
     table.add_column("AE title", no_wrap=True)
     table.add_column("certificates bound")
     table.add_column("roles")
@@ -441,7 +441,9 @@ def _log_bindings(config: "ServeConfig", known: dict[str, "KnownAE"]) -> None:
             address += " (mTLS)"
         cells = (row.ae_title, "\n".join(row.identities) or "(none)", row.roles, address)
         table.add_row(*(Text(cell) for cell in cells))
-    stderr_console().print(table)
+    console = stderr_console()
+    console.print(Text(f"AE titles, certificates and roles: {enforced}"), soft_wrap=True)
+    console.print(table)
 
 
 def _write_ready_file(path: Path, host: str, port: int) -> None:

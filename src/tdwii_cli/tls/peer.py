@@ -49,9 +49,23 @@ class PeerIdentity:
         return self.fingerprint is not None
 
 
+# RFC 4514's short names for the attributes getpeercert() spells out
+_SHORT = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
 def _name(parts: Any) -> str:
-    """RFC 4514-ish text of `ssl.getpeercert()`'s subject/issuer tuples."""
-    return ",".join(f"{k}={v}" for rdn in reversed(parts or ()) for k, v in rdn)
+    """RFC 4514 text (most specific first, short names) of getpeercert()'s subject/issuer."""
+    return ",".join(f"{_SHORT.get(k, k)}={v}" for rdn in reversed(parts or ()) for k, v in rdn)
 
 
 def _sans(info: dict[str, Any]) -> tuple[tuple[str, str], ...]:
