@@ -2,7 +2,7 @@
 """Benchmark: create N workitems from a folder over one mTLS association.
 
     python bench/create_many.py [-n 1000] [--peer both|tdwii|pynetdicom] [--runs 1] [--keep DIR]
-                                [--baseline SRC]
+                                [--baseline SRC] [--secured]
 
 Makes a fresh PKI (`tdwii pki init`) and N workitem files in a temp folder,
 starts the peer on a loopback ephemeral port, then times the whole
@@ -14,7 +14,11 @@ a freshly started peer with an empty database.
 
 Peers: `tdwii` (default) is `tdwii serve --mtls` with its durable SQLite store;
 `pynetdicom` is a minimal in-memory UPS Push SCP (TCP_NODELAY, the same
-N-CREATE checks, pynetdicom's own 1 ms polling) for comparison.
+N-CREATE checks, pynetdicom's own 1 ms polling) for comparison. `--secured` adds
+`tdwii serve --mtls --authorize --audit FILE --audit syslog+tls://...` (the client's AE
+title bound to its certificate with role create; every N-CREATE audited to a file and to
+an rsyslog repository over mutual TLS, started here as in the tests) to the same
+interleaved runs, and prints its rate against the plain `tdwii serve`.
 """
 
 from __future__ import annotations
@@ -111,20 +115,40 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_peer(
-    name: str, work: Path, certs: Path, baseline: Path | None = None
+    name: str, work: Path, certs: Path, baseline: Path | None = None, repo: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = dict(os.environ)
     if name == "baseline" and baseline is not None:
         env["PYTHONPATH"] = str(baseline.resolve())
-    if name in ("tdwii", "baseline"):
+    if name in ("tdwii", "baseline", "secured"):
         cmd = [*TDWII, "serve", "--mtls", "--port", str(port), "-ba", "127.0.0.1",
                "--db", str(work / f"bench-{port}.sqlite"), "-q"]  # fmt: skip
+        if name == "secured":
+            cmd += ["--ae-config", str(secured_ae_config(work)), "--authorize",
+                    "--audit", str(work / f"audit-{port}.log"), "--audit", repo]  # fmt: skip
     else:
         cmd = [sys.executable, "-c", MINIMAL_SCP, str(certs), str(port)]
     peer = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, env=env)
     wait_port(port, peer)
     return peer, port
+
+
+def secured_ae_config(work: Path) -> Path:
+    """The AE configuration of the secured peer: the client's AE title may create."""
+    path = work / "ae.json"
+    if not path.exists():
+        entry = {"AETitle": "TDWII", "Certificates": ["CN=workitemcreator"], "Roles": ["create"]}
+        path.write_text(json.dumps([entry]))
+    return path
+
+
+def repository(work: Path, certs: Path):  # type: ignore[no-untyped-def]
+    """rsyslog over mutual TLS on loopback, as the tests start it (tests/auditrepo.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from auditrepo import Repository
+
+    return Repository(work / "repository", certs)
 
 
 def one_run(work: Path, items: Path, port: int) -> tuple[float, dict]:
@@ -151,11 +175,18 @@ def main() -> int:
         metavar="SRC",
         help="also run the tdwii serve in this src folder (e.g. a worktree of an older commit)",
     )
+    parser.add_argument(
+        "--secured",
+        action="store_true",
+        help="also run tdwii serve with --authorize and --audit (a file and rsyslog over mTLS)",
+    )
     args = parser.parse_args()
 
     names = ["tdwii", "pynetdicom"] if args.peer == "both" else [args.peer]
     if args.baseline:
         names.append("baseline")
+    if args.secured:
+        names.append("secured")
     with tempfile.TemporaryDirectory(prefix="tdwii-bench-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -168,10 +199,16 @@ def main() -> int:
             make_items(items, args.n)
             print(f"built {args.n} workitem files in {time.perf_counter() - started:.1f} s")
         walls: dict[str, list[float]] = {name: [] for name in names}
+        cpus: dict[str, list[float]] = {name: [] for name in names}
+        repo = repository(work, certs) if args.secured else None
+        if repo is not None:
+            repo.start()
         for _run in range(args.runs):
             for name in names:  # interleaved: the same noise for every peer
                 # a fresh peer (and database) each run: every run creates the same 1,000
-                peer, port = start_peer(name, work, certs, args.baseline)
+                peer, port = start_peer(
+                    name, work, certs, args.baseline, repo.tls_url if repo else ""
+                )
                 try:
                     cpu0 = cpu_seconds(peer.pid)
                     wall, doc = one_run(work, items, port)
@@ -183,12 +220,26 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         peer.kill()
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 print(
                     f"peer={name} n={args.n} created={doc['created']} "
                     f"associations={doc['associations']} wall={wall:.2f} s "
                     f"rate={args.n / wall:.0f}/s (whole process; in-process "
                     f"{doc['seconds']:.2f} s), server CPU {cpu / args.n * 1000:.2f} ms "
                     "per N-CREATE"
+                )
+        if repo is not None:
+            audited = sum(b"110111" in line for line in repo.messages())
+            repo.stop()
+            print(f"the repository received {audited} Procedure Records over mutual TLS")
+            for what, figures in (("wall time", walls), ("server CPU", cpus)):
+                pairs = sorted(
+                    s / t for t, s in zip(figures["tdwii"], figures["secured"], strict=True)
+                )
+                print(
+                    f"--authorize --audit (file + syslog+tls) / plain: "
+                    f"{statistics.median(pairs):.3f}x the {what} (median of {len(pairs)} "
+                    f"interleaved runs, {pairs[0]:.3f}-{pairs[-1]:.3f}x)"
                 )
         if "tdwii" in names and "pynetdicom" in names:
             pairs = sorted(p / t for t, p in zip(walls["tdwii"], walls["pynetdicom"], strict=True))

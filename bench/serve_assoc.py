@@ -18,10 +18,13 @@ with four client processes at once; the server's CPU time (user + system, from
 /proc) is divided by the associations it served.
 
     python bench/serve_assoc.py [-n 300] [--warmup 20] [--clients 1 4] [--rounds 3] [--skip-dcmtk]
-                                [--baseline SRC]
+                                [--baseline SRC] [--secured]
 
 Prints p50/p90/p99 latency, the rate and server CPU per association for each
 server, and the ratios: tdwii's CPU to the floor's, tdwii's rate to DCMTK's best.
+`--secured` adds `tdwii serve --mtls --authorize --audit FILE --audit syslog+tls://...`
+(the load generator's AE title bound to its certificate; audit to a file and to an rsyslog
+repository over mutual TLS, started here as in the tests) and its rate against the plain one.
 """
 
 from __future__ import annotations
@@ -173,6 +176,9 @@ def dcmtk_storescp() -> str | None:
     return None
 
 
+SECURED = "tdwii serve --mtls --authorize --audit"
+
+
 def row(name: str, r: dict[str, float]) -> str:
     return (
         f"{name:<38} p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  "
@@ -192,6 +198,11 @@ def main() -> int:
         type=Path,
         metavar="SRC",
         help="also measure the tdwii in this src folder (e.g. a worktree of an older commit)",
+    )
+    parser.add_argument(
+        "--secured",
+        action="store_true",
+        help="also measure tdwii serve with --authorize and --audit (a file and rsyslog)",
     )
     args = parser.parse_args()
 
@@ -214,6 +225,21 @@ def main() -> int:
         nocrl_db = str(work / "nocrl.sqlite")
         nocrl = [part if part != db else nocrl_db for part in tdwii] + ["--no-crl"]
         servers["tdwii serve --mtls --no-crl"] = (nocrl, {})
+        repo = None
+        if args.secured:
+            sys.path.insert(0, str(here.parent / "tests"))
+            from auditrepo import Repository
+
+            repo = Repository(work / "repository", certs)
+            repo.start()
+            (work / "ae.json").write_text(
+                '[{"AETitle": "BENCH", "Certificates": ["CN=workitemcreator"], "Roles": []}]'
+            )
+            secured_db = str(work / "secured.sqlite")
+            secured = [part if part != db else secured_db for part in tdwii]
+            secured += ["--ae-config", str(work / "ae.json"), "--authorize"]
+            secured += ["--audit", str(work / "audit.log"), "--audit", repo.tls_url]
+            servers[SECURED] = (secured, {})
         if args.baseline:
             base_db = str(work / "baseline.sqlite")
             base_cmd = [part if part != db else base_db for part in tdwii]
@@ -263,6 +289,8 @@ def main() -> int:
         finally:
             for proc, _port in procs.values():
                 stop(proc)
+            if repo is not None:
+                repo.stop()
         results = {key: pooled(parts) for key, parts in runs.items()}
 
         for clients in args.clients:
@@ -276,6 +304,12 @@ def main() -> int:
             floor = results[("bare Python TLS server (floor)", clients)]
             dcmtk = [r for (name, c), r in results.items() if c == clients and "DCMTK" in name]
             line = f"  tdwii CPU per association / floor: {ours['cpu'] / floor['cpu']:.2f}x"
+            if (SECURED, clients) in results:
+                guarded = results[(SECURED, clients)]
+                line += (
+                    f"; --authorize --audit: rate {guarded['rate'] / ours['rate']:.3f}x, "
+                    f"CPU {guarded['cpu'] / ours['cpu']:.3f}x the plain one"
+                )
             if dcmtk:
                 best = max(dcmtk, key=lambda r: r["rate"])
                 line += f"; tdwii rate / best DCMTK: {ours['rate'] / best['rate']:.2f}x"

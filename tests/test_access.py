@@ -159,14 +159,15 @@ def test_bindings_many_to_many(tmp_path: Path) -> None:
         },
     )
     policy = AccessPolicy(aefile.load(path))
-    assert policy.titles_for(peer("tdd1", fingerprint="cd" * 32)) == {"TDD1", "TDD1-EVENTS"}
-    assert policy.titles_for(peer("tdd1-spare", fingerprint="cd" * 32)) == {"TDD1"}
+    tdd1, spare = peer("tdd1", fingerprint="cd" * 32), peer("tdd1-spare", fingerprint="ef" * 32)
+    assert policy.titles_for(tdd1) == {"TDD1", "TDD1-EVENTS"}
+    assert policy.titles_for(spare) == {"TDD1"}
     # pinned by fingerprint: any CN, this very certificate
     assert policy.admits("TMS", peer("whoever"))
-    principal = policy.principal("TDD1-EVENTS", peer("tdd1", fingerprint="cd" * 32))
+    principal = policy.principal("TDD1-EVENTS", tdd1)
     assert principal.roles == {"watch"} and principal.titles == {"TDD1", "TDD1-EVENTS"}
     # the roles of an AE title the certificate is not bound to are not its own
-    assert policy.principal("TMS", peer("tdd1", fingerprint="cd" * 32)).roles == frozenset()
+    assert policy.principal("TMS", tdd1).roles == frozenset()
 
 
 @pytest.mark.parametrize(

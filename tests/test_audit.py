@@ -248,11 +248,15 @@ class Env:
     def restart(self) -> None:
         self.server = start_tdwii_server(self.workdir, *self.args, log_name="audit-again")
 
-    def in_step(self, timeout: float = 60.0) -> list[bytes]:
-        """The repository's messages once it has every one the file has (and no other)."""
+    def in_step(self, *needles: str, timeout: float = 60.0) -> list[bytes]:
+        """The repository's messages once the file has messages naming each of `needles` and
+        the repository has every message the file has (and no other)."""
 
         def same() -> list[bytes]:
             mine, theirs = self.file_lines(), self.repo.messages()
+            text = b"\n".join(mine)
+            if not all(needle.encode() in text for needle in needles):
+                return []
             return theirs if mine and theirs == mine else []
 
         def differ() -> str:
@@ -329,7 +333,7 @@ def test_operations_reach_the_repository_as_valid_audit_messages(
         return any(b"connection refused: TLS handshake failed" in line for line in env.file_lines())
 
     wait_until(refused_handshake_audited, 30, "the refused handshake in the audit file")
-    lines = env.in_step()
+    lines = env.in_step(uid)
     parsed = docs(schema, lines)
     kinds = [event_of(d) for d in parsed]
     assert kinds[0] == ("110100", ("110120",))  # Application Start
@@ -396,7 +400,7 @@ def test_a_repository_that_stops_gets_every_message_once_in_order_when_back(env:
     env.repo.start()
     with tdd(env.server, "TMS") as tms:
         made.append(create(tms, patient_id="PAT-BACK"))
-    theirs = env.in_step()
+    theirs = env.in_step(*made)
     assert len(theirs) == len(set(theirs))  # none twice
     text = b"\n".join(theirs)
     assert all(uid.encode() in text for uid in made)
@@ -420,7 +424,7 @@ def test_kill_9_with_a_full_spool_then_a_restart_loses_nothing(env: Env) -> None
     env.restart()
     with tdd(env.server, "TMS") as tms:
         made.append(create(tms, patient_id="PAT-AFTER-KILL"))
-    theirs = env.in_step()
+    theirs = env.in_step(*made)
     assert len(theirs) == len(set(theirs))
     text = b"\n".join(theirs)
     assert all(uid.encode() in text for uid in made)
@@ -444,8 +448,10 @@ def test_a_full_spool_drops_with_an_alert_and_says_how_many_when_it_has_room(
         line = server.wait_log("audit spool", 0)
         assert "is full (12 messages waiting" in line and "ERROR" in line
         assert line.count("is full") == 1
-        lines = (tmp_path / "audit.log").read_bytes().split(b"\n")
-        assert any(b'csd-code="110133"' in entry for entry in lines)  # Audit Recording Stopped
+        def stopped_in_file() -> bool:  # Audit Recording Stopped
+            return b'csd-code="110133"' in (tmp_path / "audit.log").read_bytes()
+
+        wait_until(stopped_in_file, 30, "Audit Recording Stopped in the audit file")
         repo.start()
 
         def restarted() -> list[bytes]:

@@ -17,6 +17,8 @@ from tdwii_cli.access.identity import canonical, keys_of
 from tdwii_cli.access.roles import Principal
 from tdwii_cli.tls.peer import PeerIdentity
 
+_CACHED = 1024  # peers whose AE titles are kept (a new policy starts afresh)
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -32,19 +34,28 @@ class AccessPolicy:
 
     def __init__(self, entries: Mapping[str, KnownAE]) -> None:
         self.entries = dict(entries)
+        self._titles: dict[str, frozenset[str]] = {}
         self._by_key: dict[str, set[str]] = {}
         for entry in self.entries.values():
             for key in entry.certificates:
                 self._by_key.setdefault(key, set()).add(entry.ae_title)
 
     def titles_for(self, peer: PeerIdentity | None) -> frozenset[str]:
-        """The AE titles the certificate of `peer` is bound to (none without one)."""
-        if peer is None:
+        """The AE titles the certificate of `peer` is bound to (none without one); kept per
+        certificate, since an association asks for each of its requests."""
+        if peer is None or peer.fingerprint is None:
             return frozenset()
+        known = self._titles.get(peer.fingerprint)  # the fingerprint names the certificate
+        if known is not None:
+            return known
         titles: set[str] = set()
         for key in keys_of(peer):
             titles |= self._by_key.get(key, set())
-        return frozenset(titles)
+        found = frozenset(titles)
+        if len(self._titles) >= _CACHED:
+            self._titles.clear()
+        self._titles[peer.fingerprint] = found
+        return found
 
     def admits(self, calling_ae: str, peer: PeerIdentity | None) -> bool:
         """May the holder of `peer`'s certificate call as `calling_ae`?"""

@@ -17,6 +17,7 @@ title, certificate subject) are in every message. The Transaction UID never is.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,8 +56,9 @@ class Node:
     def audit_source(self) -> str:
         return self.source_id or self.hostname
 
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (a few per process, all alike)
     def participant(
-        self, *, requestor: bool = False, roles: Sequence[m.Code] = ()
+        self, *, requestor: bool = False, roles: tuple[m.Code, ...] = ()
     ) -> m.Participant:
         """Our process: its ID (the syslog PROCID too), AE title and host."""
         return m.Participant(

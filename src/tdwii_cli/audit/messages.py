@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -105,28 +106,22 @@ class AuditMessage:
     source_type: str = "4"  # application server process
 
     def xml(self) -> str:
-        """The message as one line of XML (no declaration: it is UTF-8)."""
-        out = ["<AuditMessage>"]
-        out.append(
-            f'<EventIdentification EventActionCode="{self.action}" '
+        """The message as one line of XML (no declaration: it is UTF-8). What repeats from
+        one message to the next (codes, our participant, a peer's, the source) is written
+        once and kept."""
+        outcome = (
+            f"<EventOutcomeDescription>{_text(self.outcome_text)}</EventOutcomeDescription>"
+            if self.outcome_text
+            else ""
+        )
+        return (
+            f'<AuditMessage><EventIdentification EventActionCode="{self.action}" '
             f'EventDateTime="{_datetime(self.when)}" EventOutcomeIndicator="{self.outcome}">'
+            f"{_event_codes(self.event, self.types)}{outcome}</EventIdentification>"
+            f"{''.join(map(_participant, self.participants))}"
+            f"{_source(self.source_id, self.source_type)}"
+            f"{''.join(map(_object, self.objects))}</AuditMessage>"
         )
-        out.append(_code("EventID", self.event))
-        out.extend(_code("EventTypeCode", code) for code in self.types)
-        if self.outcome_text:
-            out.append(
-                f"<EventOutcomeDescription>{_text(self.outcome_text)}</EventOutcomeDescription>"
-            )
-        out.append("</EventIdentification>")
-        out.extend(_participant(p) for p in self.participants)
-        out.append(
-            f'<AuditSourceIdentification AuditSourceID="{_attr(self.source_id)}">'
-            f'<AuditSourceTypeCode csd-code="{_attr(self.source_type)}"/>'
-            "</AuditSourceIdentification>"
-        )
-        out.extend(_object(o) for o in self.objects)
-        out.append("</AuditMessage>")
-        return "".join(out)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -148,17 +143,26 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+_PLAIN = re.compile(r"[ !#-%'-;=?-\[\]-~]*")  # printable ASCII but & < > " \\
+
+
 def clean(text: object) -> str:
     """`text` with every character XML or a one-line log cannot take written as an escape."""
     return _UNSAFE.sub(_visible, str(text))
 
 
 def _text(value: object) -> str:
-    return clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = str(value)
+    if _PLAIN.fullmatch(text):  # most values: nothing to escape
+        return text
+    return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _attr(value: object) -> str:
-    return _text(value).replace('"', "&quot;")
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return _text(text).replace('"', "&quot;")
 
 
 def _b64(data: bytes) -> str:
@@ -171,6 +175,20 @@ def _datetime(when: dt.datetime) -> str:
     return when.isoformat(timespec="microseconds")
 
 
+@functools.lru_cache(maxsize=256)
+def _event_codes(event: Code, types: tuple[Code, ...]) -> str:
+    return _code("EventID", event) + "".join(_code("EventTypeCode", code) for code in types)
+
+
+@functools.lru_cache(maxsize=16)
+def _source(source_id: str, source_type: str) -> str:
+    return (
+        f'<AuditSourceIdentification AuditSourceID="{_attr(source_id)}">'
+        f'<AuditSourceTypeCode csd-code="{_attr(source_type)}"/></AuditSourceIdentification>'
+    )
+
+
+@functools.lru_cache(maxsize=256)
 def _code(tag: str, code: Code) -> str:
     return (
         f'<{tag} csd-code="{_attr(code.code)}" codeSystemName="{_attr(code.scheme)}" '
@@ -178,6 +196,7 @@ def _code(tag: str, code: Code) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)  # ours never changes; a peer's, for its association
 def _participant(p: Participant) -> str:
     attrs = [f'UserID="{_attr(p.user_id)}"']
     if p.alternative:
@@ -193,28 +212,29 @@ def _participant(p: Participant) -> str:
 
 
 def _object(o: ParticipantObject) -> str:
-    attrs = [f'ParticipantObjectID="{_attr(o.object_id)}"']
+    kinds = ""
     if o.type_code is not None:
-        attrs.append(f'ParticipantObjectTypeCode="{o.type_code}"')
+        kinds += f' ParticipantObjectTypeCode="{o.type_code}"'
     if o.role is not None:
-        attrs.append(f'ParticipantObjectTypeCodeRole="{o.role}"')
-    inner = [_code("ParticipantObjectIDTypeCode", o.id_type)]
+        kinds += f' ParticipantObjectTypeCodeRole="{o.role}"'
     if o.query is not None:
-        inner.append(f"<ParticipantObjectQuery>{_b64(o.query)}</ParticipantObjectQuery>")
+        what = f"<ParticipantObjectQuery>{_b64(o.query)}</ParticipantObjectQuery>"
     else:
-        inner.append(f"<ParticipantObjectName>{_text(o.name or '')}</ParticipantObjectName>")
-    inner.extend(
+        what = f"<ParticipantObjectName>{_text(o.name or '')}</ParticipantObjectName>"
+    details = "".join(
         f'<ParticipantObjectDetail type="{_attr(kind)}" value="{_b64(value)}"/>'
         for kind, value in o.details
     )
+    description = ""
     if o.sop_class is not None:
         instances = "".join(f'<Instance UID="{_attr(uid)}"/>' for uid in o.instances)
-        inner.append(
+        description = (
             "<ParticipantObjectDescription>"
             f'<SOPClass UID="{_attr(o.sop_class)}" NumberOfInstances="{len(o.instances)}">'
             f"{instances}</SOPClass></ParticipantObjectDescription>"
         )
     return (
-        f"<ParticipantObjectIdentification {' '.join(attrs)}>{''.join(inner)}"
+        f'<ParticipantObjectIdentification ParticipantObjectID="{_attr(o.object_id)}"{kinds}>'
+        f"{_code('ParticipantObjectIDTypeCode', o.id_type)}{what}{details}{description}"
         "</ParticipantObjectIdentification>"
     )

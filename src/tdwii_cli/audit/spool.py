@@ -1,8 +1,9 @@
 """The audit spool: every audit message on disk until each destination has taken it.
 
 One SQLite file (WAL), private (0600, its folder 0700 when made here): `messages` holds
-the framed syslog messages in the order they were recorded, `cursors` how far each
-destination has got (and, for a file destination, how long the file was then). A
+the framed syslog messages in the order they were recorded (sequence numbers never
+reused), `cursors` how far each destination has got (and, for a file destination, how
+long the file was then). The file is held exclusively while tdwii runs. A
 message is kept until every destination still configured has passed it. Commits use
 `synchronous=NORMAL`: a committed message survives `kill -9` of the server (a power
 cut may cost the last ones), and a commit costs no fsync on the DICOM path.
@@ -23,14 +24,14 @@ RESERVE = 16  # room past the limit for the spool's own alerts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (
     destination TEXT PRIMARY KEY,
     sent INTEGER NOT NULL,
     file_size INTEGER
 );
 """
-_OURS = {"spool_meta", "messages", "cursors", "sqlite_sequence"}
+_OURS = {"spool_meta", "messages", "cursors"}
 
 
 class SpoolError(Exception):
@@ -63,12 +64,15 @@ class Spool:
                     f"audit spool {self.path} is a database of something else (tables "
                     f"{', '.join(sorted(names - _OURS))}); give --audit-spool a new file"
                 )
+            # ours alone while we run: no file locks taken and given back at each commit
+            self.conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA)
             self.conn.execute(
                 "INSERT OR IGNORE INTO spool_meta(key, value) VALUES ('version', '1')"
             )
+            self._next = self._last_seq() + 1  # sequence numbers are never used twice
             self._start_cursors(destinations)
             self.destinations = list(destinations)
             self.count = int(self.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
@@ -86,7 +90,7 @@ class Spool:
         """A destination new to the spool starts before the oldest message kept, so that
         it gets what is still waiting for the others."""
         oldest = self.conn.execute("SELECT MIN(seq) FROM messages").fetchone()[0]
-        start = (oldest - 1) if oldest is not None else self._last_seq()
+        start = (oldest - 1) if oldest is not None else self._next - 1
         for destination in destinations:
             self.conn.execute(
                 "INSERT OR IGNORE INTO cursors(destination, sent) VALUES (?, ?)",
@@ -94,19 +98,41 @@ class Spool:
             )
 
     def _last_seq(self) -> int:
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='messages'").fetchone()
-        return int(row[0]) if row else 0
+        """The last sequence number given: of the newest message kept, or of the last one a
+        destination took (every message may have been taken and dropped)."""
+        kept = self.conn.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
+        sent = self.conn.execute("SELECT MAX(sent) FROM cursors").fetchone()[0]
+        return max(int(kept or 0), int(sent or 0))
 
     # -- recording -------------------------------------------------------------------------
 
     def add(self, body: bytes, *, reserve: bool = False) -> bool:
         """Keep `body` for every destination; False (nothing kept) when the spool is full."""
+        return self.add_many([(body, reserve)]) == 1
+
+    def add_many(self, bodies: list[tuple[bytes, bool]]) -> int:
+        """Keep each (body, reserved) in order, in one commit, while there is room (up to
+        `limit`, or past it by `RESERVE` for a reserved one); how many were kept."""
         with self.lock:
-            if self.count >= self.limit + (RESERVE if reserve else 0):
-                return False
-            self.conn.execute("INSERT INTO messages(body) VALUES (?)", (body,))
-            self.count += 1
-            return True
+            kept: list[tuple[int, bytes]] = []
+            for body, reserved in bodies:
+                if self.count + len(kept) < self.limit + (RESERVE if reserved else 0):
+                    kept.append((self._next + len(kept), body))
+            if not kept:
+                return 0
+            if len(kept) == 1:
+                self.conn.execute("INSERT INTO messages(seq, body) VALUES (?, ?)", kept[0])
+            else:
+                self.conn.execute("BEGIN")
+                try:
+                    self.conn.executemany("INSERT INTO messages(seq, body) VALUES (?, ?)", kept)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+            self._next += len(kept)
+            self.count += len(kept)
+            return len(kept)
 
     @property
     def full(self) -> bool:

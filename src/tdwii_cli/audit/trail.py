@@ -1,12 +1,17 @@
 """The audit trail of one process: messages recorded into the spool, and one sender thread
 per destination taking them from there, in order, each at its own pace.
 
-`record()` frames the message (RFC 5424) and adds it to the spool: a short SQLite
-commit, never a network wait, so auditing never slows a DICOM answer. Each sender
-sends what its destination has not taken yet, in batches; a destination that fails is
-retried with back-off (0.5 s doubling to 30 s) and its messages wait in the spool,
-which survives a restart and `kill -9`. One WARNING when a destination stops taking
-messages, one line when it takes them again.
+`record()` writes the message as XML, frames it (RFC 5424) and commits it to the spool
+on the caller's thread: a short SQLite commit with no disk flush and no network wait, so
+that what was recorded survives a `kill -9` at once. (A writer thread of its own was
+tried: on CPython its work competes with the DICOM thread for the interpreter lock and
+cost the answers more than the commit it saved.) Each sender sends what its destination
+has not taken yet,
+in batches; a destination that fails is retried with back-off (0.5 s doubling to 30 s)
+and its messages wait in the spool, which survives a restart and `kill -9`. One
+WARNING when a destination stops taking messages, one line when it takes them again. A
+sender lingers a moment after each batch, so that a busy server sends a few batches a
+second rather than one message each.
 
 The spool is bounded (`limit` messages waiting): when it is full, further messages are
 dropped and counted, with one ERROR line and a Security Alert "Audit Recording
@@ -29,6 +34,8 @@ from tdwii_cli.audit.spool import Spool
 log = logging.getLogger("tdwii.audit")
 
 _BATCH = 256
+LINGER = 0.2  # after a batch, let the next one gather: a few sends a second, not one each
+GATHER = 0.01  # the writer's pause before a commit: what comes meanwhile goes in the same one
 
 
 class AuditTrail:
@@ -49,6 +56,11 @@ class AuditTrail:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self._wake = threading.Condition()
+        self._pending: list[tuple[m.AuditMessage, bool]] = []  # waiting for the writer
+        self._pending_lock = threading.Lock()
+        self._written = threading.Condition(self._pending_lock)
+        self._have_pending = threading.Event()
+        self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._flush_deadline = 0.0
         self._threads: list[threading.Thread] = []
@@ -60,22 +72,19 @@ class AuditTrail:
     # -- recording -------------------------------------------------------------------------
 
     def record(self, message: m.AuditMessage) -> None:
-        """Keep `message` for every destination (never raises, never waits on a network)."""
-        severity = syslog.WARNING if message.outcome != m.SUCCESS else syslog.NOTICE
-        body = syslog.message(
-            message.xml(),
-            when=message.when,
-            hostname=self.node.hostname,
-            procid=str(self.node.pid),
-            severity=severity,
-        )
-        try:
-            kept = self.spool.add(body)
-        except Exception as exc:  # a full disk, a broken spool: DICOM goes on regardless
-            self._spool_failed(exc)
-            return
-        if kept:
-            self._notify()
+        """Keep `message` for every destination (never raises, never waits on a disk or a
+        network): the writer writes it out and commits it."""
+        self._enqueue(message, False)
+
+    def _enqueue(self, message: m.AuditMessage, reserved: bool) -> None:
+        with self._pending_lock:
+            if not reserved and self.spool.count + len(self._pending) >= self.spool.limit:
+                full = True
+            else:
+                self._pending.append((message, reserved))
+                full = False
+        if not full:
+            self._have_pending.set()
             return
         with self._lock:
             self._dropped += 1
@@ -83,6 +92,37 @@ class AuditTrail:
             self._stopped_recording = True
         if first:
             self._recording_stopped()
+
+    def _write_loop(self) -> None:
+        """The writer: commit what is pending to the spool, many in one commit (SQLite lets
+        other threads run meanwhile)."""
+        while True:
+            self._have_pending.wait(0.5)
+            if not self._stopping.is_set():
+                self._stopping.wait(GATHER)  # a few commits a second, each of many messages
+            self._have_pending.clear()
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self.spool.add_many([(self._frame(msg), reserved) for msg, reserved in batch])
+                except Exception as exc:  # a full disk, a broken spool: DICOM goes on
+                    self._spool_failed(exc)
+                with self._written:
+                    self._written.notify_all()
+                self._notify()
+            elif self._stopping.is_set():
+                return
+
+    def _frame(self, message: m.AuditMessage) -> bytes:
+        severity = syslog.NOTICE if message.outcome == m.SUCCESS else syslog.WARNING
+        return syslog.message(
+            message.xml(),
+            when=message.when,
+            hostname=self.node.hostname,
+            procid=str(self.node.pid),
+            severity=severity,
+        )
 
     def _notify(self) -> None:
         with self._wake:
@@ -129,23 +169,15 @@ class AuditTrail:
         self._add_reserved(alert)
 
     def _add_reserved(self, message: m.AuditMessage) -> None:
-        body = syslog.message(
-            message.xml(),
-            when=message.when,
-            hostname=self.node.hostname,
-            procid=str(self.node.pid),
-            severity=syslog.WARNING,
-        )
-        try:
-            self.spool.add(body, reserve=True)
-        except Exception as exc:
-            self._spool_failed(exc)
-        self._notify()
+        self._enqueue(message, True)
 
     # -- sending ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start one sender per destination."""
+        """Start the writer and one sender per destination."""
+        self._writer = threading.Thread(target=self._write_loop, name="tdwii-audit-writer")
+        self._writer.daemon = True
+        self._writer.start()
         for destination, sink in self.sinks.items():
             thread = threading.Thread(
                 target=self._run, args=(destination, sink), name="tdwii-audit", daemon=True
@@ -158,6 +190,9 @@ class AuditTrail:
         is left stays in the spool for the next start."""
         self._flush_deadline = time.monotonic() + flush
         self._stopping.set()
+        self._have_pending.set()
+        if self._writer is not None:
+            self._writer.join(flush + 5.0)
         self._notify()
         for thread in self._threads:
             thread.join(flush + 5.0)
@@ -186,6 +221,7 @@ class AuditTrail:
             if not rows:
                 if stopping:
                     return
+                sink.idle()
                 with self._wake:
                     self._wake.wait(0.5)
                 continue
@@ -208,6 +244,8 @@ class AuditTrail:
                 self._stopping.wait(delay)
                 continue
             self.spool.sent(name, rows[-1][0], size)
+            if not stopping:
+                self._stopping.wait(LINGER)
             if failures:
                 log.warning(
                     "audit destination %s is taking messages again (%d still waiting)",
@@ -219,11 +257,11 @@ class AuditTrail:
 
     def _resume_file(self, destination: Destination, sink: FileSink) -> None:
         """Count the lines a crash left written but not marked as sent (none twice)."""
-        _sent, recorded = self.spool.cursor(destination.text)
+        sent, recorded = self.spool.cursor(destination.text)
         lines, size = sink.resume(recorded)
         if lines <= 0:
             if recorded is not None and size != recorded:
-                self.spool.sent(destination.text, _sent, size)
+                self.spool.sent(destination.text, sent, size)
             return
         rows = self.spool.batch(destination.text, lines)
         if rows:
