@@ -448,6 +448,7 @@ def test_a_full_spool_drops_with_an_alert_and_says_how_many_when_it_has_room(
         line = server.wait_log("audit spool", 0)
         assert "is full (12 messages waiting" in line and "ERROR" in line
         assert line.count("is full") == 1
+
         def stopped_in_file() -> bool:  # Audit Recording Stopped
             return b'csd-code="110133"' in (tmp_path / "audit.log").read_bytes()
 
