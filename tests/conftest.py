@@ -219,6 +219,43 @@ def write_leaf(
     return folder / f"{name}.pem"
 
 
+def unfit_leaf(pki_root: Path, folder: Path, name: str, *, ca: bool = False) -> Path:
+    """FOLDER/NAME.pem (and .key): a client certificate from `pki_root`'s CA that OpenSSL
+    accepts for client auth but a TLS peer must not use: keyAgreement without
+    digitalSignature, or CA:TRUE."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from tdwii_cli.pki.authority import load_ca
+    from tdwii_cli.pki.certs import _key_usage, write_cert
+    from tdwii_cli.pki.keys import write_key
+
+    ca_key, ca_cert = load_ca(pki_root)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    usages = ("digital_signature", "key_cert_sign") if ca else ("key_agreement",)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(_key_usage(*usages), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    pem = folder / f"{name}.pem"
+    write_cert(pem, builder.sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    write_key(pem.with_suffix(".key"), key)
+    return pem
+
+
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PKI made by `tdwii_cli.pki.init_pki`: DIR/rootCA, DIR/servers/..., DIR/clients/...

@@ -32,11 +32,14 @@ from conftest import (
     TdwiiServer,
     free_port,
     mtls_args,
+    openssl_client,
     require_tool,
     run_echo_cli,
     start_tdwii_server,
+    unfit_leaf,
     wait_until,
 )
+from tdwii_cli.access import aefile
 from tdwii_cli.audit import events, syslog
 from tdwii_cli.audit import messages as m
 from tdwii_cli.audit.destinations import FileSink
@@ -379,6 +382,28 @@ def test_operations_reach_the_repository_as_valid_audit_messages(
     assert set(over_udp) <= set(lines) and lines[0] in over_udp
 
 
+def test_reloads_and_unfit_certificates_are_security_alerts(env: Env, schema: object) -> None:
+    start = len(env.file_lines())
+    env.server.proc.send_signal(signal.SIGHUP)  # TLS set-up and AE configuration reread
+    aefile.update_entry(env.workdir / "ae.json", "NEWDEV", "CN=newdev", frozenset({"query"}))
+    pem = unfit_leaf(env.workdir / "certs", env.workdir, "keyagree")
+    openssl_client(
+        env.server.port,
+        *("-cert", str(pem), "-key", str(pem.with_suffix(".key")), "-tls1_3"),
+        *("-CAfile", str(env.workdir / "certs/rootCA/rootCA.pem")),
+    )
+
+    def alerts() -> list[tuple[str, tuple[str, ...]]]:
+        found = [event_of(valid(schema, parse(line).xml)) for line in env.file_lines()[start:]]
+        wanted = {("110113", ("110129",)), ("110113", ("110136",)), ("110113", ("110126",))}
+        return found if wanted <= set(found) else []
+
+    wait_until(alerts, 30, "the reload and refusal alerts in the audit file")
+    text = b"\n".join(env.file_lines()[start:])
+    assert b"KeyUsage lacks digitalSignature" in text
+    assert b"AE configuration reloaded" in text and b"TLS set-up (SIGHUP) reloaded" in text
+
+
 def test_the_audit_files_are_private(env: Env) -> None:
     for path in (env.audit_file, env.workdir / "tdwii.sqlite.audit"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -511,3 +536,56 @@ def test_a_bad_audit_set_up_is_one_line_before_anything_is_served(
         errors = [line for line in run.stderr.splitlines() if line.startswith("tdwii: error:")]
         assert len(errors) == 1 and words in errors[0], run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_a_dead_repository_never_slows_an_answer(pki_dir: Path, tmp_path: Path) -> None:
+    """A repository that takes the TCP connection and never answers the TLS handshake: the
+    sender waits on it, the DICOM answers do not."""
+    import socket
+    import time
+
+    shutil.copytree(pki_dir, tmp_path / "certs")
+    with socket.socket() as hole:  # listens, never accepts: connects, then silence
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        url = f"syslog+tls://127.0.0.1:{hole.getsockname()[1]}"
+        server = start_tdwii_server(tmp_path, "--audit", url, "--audit", "a.log", log_name="hole")
+        try:
+            with tdd(server, "TMS") as tms:
+                create(tms, patient_id="PAT-HOLE-0")  # the sender is stuck from here on
+                began = time.monotonic()
+                for i in range(1, 31):
+                    create(tms, patient_id=f"PAT-HOLE-{i}")
+                took = time.monotonic() - began
+            assert took < 5.0, f"30 N-CREATEs took {took:.1f} s with a dead repository"
+
+            def in_file() -> bool:
+                return b"PAT-HOLE-30" in (tmp_path / "a.log").read_bytes()
+
+            wait_until(in_file, 30, "the other destination to go on")
+        finally:
+            assert server.stop() == 0
+
+
+def test_the_ini_file_turns_on_authorization_and_audit(pki_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(pki_dir, tmp_path / "certs")
+    write_bindings(tmp_path / "certs", tmp_path / "ae.json", free_port())
+    (tmp_path / "upsscp.ini").write_text(
+        "[DEFAULT]\nmutual_tls: true\nae_config: ae.json\nauthorize: true\n"
+        "audit: one.log, two.log\naudit_spool_limit: 50\n"
+    )
+    server = start_tdwii_server(tmp_path, "-c", "upsscp.ini", tls=False, log_name="ini")
+    try:
+        with tdd(server, "TMS") as tms:
+            uid = create(tms, patient_id="PAT-INI")
+            assert claim(tms, uid, generate_uid()) == NOT_AUTHORIZED
+
+        def both() -> bool:
+            return all(
+                (tmp_path / name).exists() and uid.encode() in (tmp_path / name).read_bytes()
+                for name in ("one.log", "two.log")
+            )
+
+        wait_until(both, 30, "the workitem in both audit files")
+    finally:
+        assert server.stop() == 0

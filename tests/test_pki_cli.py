@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -385,3 +386,54 @@ def test_the_dcmtk_line_of_init_runs_dcmtk_not_pynetdicoms_script(tmp_path: Path
     version = subprocess.run([str(dcmtk), "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("$dcmtk: echoscu v3")  # what TELL_APART tells to look for
     assert "$dcmtk: NAME v3" in TELL_APART
+
+
+def test_issue_binds_the_new_certificate_to_an_ae_title_in_one_step(tmp_path: Path) -> None:
+    assert tdwii("pki", "init", cwd=tmp_path).returncode == 0
+    made = tdwii(
+        *("pki", "issue", "client", "tdd1", "--ae-title", "TDD1", "--roles", "perform,query"),
+        *("--ae-config", "ae.json", "--ae-address", "127.0.0.1:11113"),
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "TDD1 written to a new ae.json: certificates CN=tdd1; roles perform, query" in (
+        made.stdout
+    )
+    entry = json.loads((tmp_path / "ae.json").read_text())[0]
+    assert entry == {
+        "AETitle": "TDD1",
+        "Certificates": ["CN=tdd1"],
+        "Roles": ["perform", "query"],
+        "IPAddr": "127.0.0.1",
+        "Port": 11113,
+        "mTLS": True,
+    }
+    shown = tdwii(
+        *("pki", "show", "certs/clients/tdd1/tdd1.pem", "--ae-config", "ae.json"), cwd=tmp_path
+    )
+    assert shown.returncode == 0
+    assert "TDD1: roles perform, query (by CN=tdd1)" in shown.stdout
+    other = tdwii(*("pki", "show", f"certs/{CLIENT}.pem", "--ae-config", "ae.json"), cwd=tmp_path)
+    assert "matches no entry" in other.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--ae-title", "TDD9"), "--ae-title, --roles and --ae-address need --ae-config"),
+        (("--ae-config", "ae.json"), "--ae-config needs --ae-title"),
+        (("--ae-config", "ae.json", "--ae-title", "TDD9", "--roles", "drive"), "unknown role"),
+        (("--ae-config", "ae.json", "--ae-title", "A-TITLE-OF-20-CHARS"), "--ae-title"),
+        (("--ae-config", "broken.json", "--ae-title", "TDD9"), "not valid JSON"),
+    ],
+)
+def test_a_bad_binding_is_one_line_and_makes_no_certificate(
+    tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    assert tdwii("pki", "init", cwd=tmp_path).returncode == 0
+    (tmp_path / "broken.json").write_text("[{")
+    before = snapshot(tmp_path)
+    proc = tdwii("pki", "issue", "client", "tdd9", *args, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert words in one_error_line(proc)
+    assert snapshot(tmp_path) == before

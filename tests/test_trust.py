@@ -24,6 +24,7 @@ from conftest import (
     openssl_client,
     run_echo_cli,
     start_tdwii_server,
+    unfit_leaf,
     wait_until,
     write_leaf,
 )
@@ -168,40 +169,6 @@ def test_a_crl_from_another_ca_is_refused_at_start(workdir: Path, other_ca_pki: 
     assert "is not signed by the trusted CA" in one_error_line(proc)
 
 
-def _unfit_leaf(workdir: Path, name: str, *, ca: bool = False) -> Path:
-    """A client certificate from the PKI's CA that OpenSSL accepts for client auth but a
-    TLS peer must not use: keyAgreement without digitalSignature, or CA:TRUE."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    from tdwii_cli.pki.authority import load_ca
-    from tdwii_cli.pki.certs import _key_usage, write_cert
-    from tdwii_cli.pki.keys import write_key
-
-    ca_key, ca_cert = load_ca(workdir / "certs")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    usages = ("digital_signature", "key_cert_sign") if ca else ("key_agreement",)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(_key_usage(*usages), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    )
-    pem = workdir / f"{name}.pem"
-    write_cert(pem, builder.sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    write_key(pem.with_suffix(".key"), key)
-    return pem
-
-
 @pytest.mark.parametrize(
     ("ca", "words"),
     [
@@ -214,7 +181,7 @@ def test_unfit_client_certificates_are_refused(
     workdir: Path, ca: bool, words: str, version: str
 ) -> None:
     name = "subca" if ca else "keyagree"
-    pem = _unfit_leaf(workdir, name, ca=ca)
+    pem = unfit_leaf(workdir / "certs", workdir, name, ca=ca)
     server = start_tdwii_server(workdir)
     try:
         args = ["-cert", str(pem), "-key", str(pem.with_suffix(".key")), version]

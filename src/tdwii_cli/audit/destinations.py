@@ -210,6 +210,7 @@ class TlsSink:
         self.context = context
         self.timeout = timeout
         self._sock: ssl.SSLSocket | None = None
+        self._raw: socket.socket | None = None  # while connecting: `close()` may cut it
 
     def _connect(self) -> ssl.SSLSocket:
         from tdwii_cli.tls.diagnosis import describe_handshake_error
@@ -220,12 +221,15 @@ class TlsSink:
         except OSError as exc:
             words = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             raise SinkError(f"cannot connect to {host}:{port}: {words}") from None
+        self._raw = raw
         try:
             sock = self.context.wrap_socket(raw, server_hostname=host)
         except OSError as exc:
             raw.close()
             failure = describe_handshake_error(exc, side="client", context=self.context)
             raise SinkError(f"TLS handshake with {host}:{port} failed: {failure.reason}") from None
+        finally:
+            self._raw = None
         return sock
 
     def _closed_by_peer(self, sock: ssl.SSLSocket) -> bool:
@@ -279,9 +283,15 @@ class TlsSink:
         pass
 
     def close(self) -> None:
-        if self._sock is not None:
+        raw = self._raw
+        if raw is not None:  # a handshake under way (from another thread): end it
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+        sock = self._sock
+        if sock is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._sock.close()
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                sock.close()
             self._sock = None
 
 

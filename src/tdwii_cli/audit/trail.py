@@ -195,9 +195,11 @@ class AuditTrail:
             self._writer.join(flush + 5.0)
         self._notify()
         for thread in self._threads:
-            thread.join(flush + 5.0)
+            thread.join(max(0.0, self._flush_deadline - time.monotonic()))
         for sink in self.sinks.values():
-            sink.close()
+            sink.close()  # a sender still waiting on its destination: its wait ends now
+        for thread in self._threads:
+            thread.join(2.0)
         self.spool.close()
 
     def _run(self, destination: Destination, sink: Sink) -> None:

@@ -46,6 +46,12 @@ def hint_for(exc: TdwiiError) -> str:
             return "is it a DICOM node on this port? the server's log says why it closed"
         return "does the server expect TLS (--mtls/--tls)? see its log"
     if isinstance(exc, net.AssociationRejected):
+        if "calling AE title not recognised" in exc.message:
+            return (
+                "the server does not take this -aet from our certificate: call as the AE "
+                "title it is bound to (tdwii pki show CERT --ae-config FILE), or bind it "
+                "(tdwii pki issue ... --ae-title)"
+            )
         return "check -aec/-aet and the server's limits"
     if isinstance(exc, net.ContextRefused):
         return f"the peer does not offer {uid_name(exc.abstract_syntax)} as an SCP"

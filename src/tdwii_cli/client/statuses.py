@@ -24,6 +24,10 @@ _HINTS = {
     st.UPS_UNKNOWN_RECEIVING_AE: "the server must know our AE title (its AE configuration)",
     st.UPS_PERFORMER_UNREACHABLE: "the server cannot reach the performer to ask it",
     st.UPS_FINAL_STATE_NOT_MET: "the final update is missing: tdwii ups complete sends it",
+    st.NOT_AUTHORIZED: "the server's AE configuration does not give our AE title (-aet) that "
+    "role, or the workitem is another's",
+    st.FIND_NOT_AUTHORIZED: "the server's AE configuration does not give our AE title (-aet) "
+    "the query role",
 }
 
 
