@@ -32,7 +32,7 @@ from tdwii_cli.scp.messages import Request
 from tdwii_cli.server.config import ServeConfig
 from tdwii_cli.tls.options import DEFAULT_CA, DEFAULT_NODE, TlsOptions
 from tdwii_cli.tls.peer import PeerIdentity
-from tdwii_cli.ups.ncreate import plain_text
+from tdwii_cli.ups.ncreate import attribute_text
 
 log = logging.getLogger("tdwii.audit")
 
@@ -66,19 +66,10 @@ def without_transaction_uid(data: bytes, transfer_syntax: str) -> bytes:
         return b""
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    """An attribute's text, read from its bytes when it is plain (as the store does)."""
-    fast = plain_text(ds, keyword)
-    if fast is not None:
-        return fast
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
 def _patient(ds: Dataset | None) -> events.Patient:
     if ds is None:
         return events.Patient("")
-    return events.Patient(_text(ds, "PatientID"), _text(ds, "PatientName"))
+    return events.Patient(attribute_text(ds, "PatientID"), attribute_text(ds, "PatientName"))
 
 
 class Auditor:
@@ -204,7 +195,7 @@ class Auditor:
         (`ds`: its attributes, for the patient and the study)."""
         if self.trail is None:
             return
-        study = _text(ds, "StudyInstanceUID") if ds is not None else ""
+        study = attribute_text(ds, "StudyInstanceUID") if ds is not None else ""
         self._record(
             events.procedure_record(
                 self.node,

@@ -39,7 +39,7 @@ from tdwii_cli.clock import utc_timestamp
 from tdwii_cli.dicom import codec, tags
 from tdwii_cli.dicom.values import normalise_dt
 from tdwii_cli.server import dbfile
-from tdwii_cli.ups.ncreate import plain_code, plain_text
+from tdwii_cli.ups.ncreate import attribute_text, plain_code
 
 __all__ = [
     "MIGRATIONS",
@@ -150,22 +150,14 @@ def decode_dataset(blob: bytes) -> Dataset:
     return codec.decode(blob)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    fast = plain_text(ds, keyword)
-    if fast is not None:
-        return fast
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
 def _index_columns(ds: Dataset) -> dict[str, str]:
     return {
         "scheduled_start": normalise_dt(ds.get("ScheduledProcedureStepStartDateTime")),
-        "patient_id": _text(ds, "PatientID"),
-        "patient_name": _text(ds, "PatientName"),
-        "worklist_label": _text(ds, "WorklistLabel"),
-        "input_readiness": _text(ds, "InputReadinessState"),
-        "priority": _text(ds, "ScheduledProcedureStepPriority"),
+        "patient_id": attribute_text(ds, "PatientID"),
+        "patient_name": attribute_text(ds, "PatientName"),
+        "worklist_label": attribute_text(ds, "WorklistLabel"),
+        "input_readiness": attribute_text(ds, "InputReadinessState"),
+        "priority": attribute_text(ds, "ScheduledProcedureStepPriority"),
         "station_code": code_key(ds, "ScheduledStationNameCodeSequence"),
         "workitem_code": code_key(ds, "ScheduledWorkitemCodeSequence"),
     }
@@ -312,10 +304,10 @@ class WorkitemStore:
         `encoded`: `ds` already in the stored form (`encode_dataset`'s), kept as is.
         Raises `DuplicateWorkitem` when the UID exists already.
         """
-        uid = _text(ds, "SOPInstanceUID")
+        uid = attribute_text(ds, "SOPInstanceUID")
         if not uid:
             raise StoreError("workitem without SOP Instance UID")
-        state = _text(ds, "ProcedureStepState") or "SCHEDULED"
+        state = attribute_text(ds, "ProcedureStepState") or "SCHEDULED"
         # first: values not yet decoded are written as they are
         blob = encoded if encoded is not None else encode_dataset(ds)
         columns = _index_columns(index_from if index_from is not None else ds)
@@ -362,7 +354,7 @@ class WorkitemStore:
         `transaction_uid=None` to clear it; leave it out to keep it. Raises
         `NoSuchWorkitem`.
         """
-        state = state or _text(ds, "ProcedureStepState")
+        state = state or attribute_text(ds, "ProcedureStepState")
         columns = _index_columns(ds)
         sets = ["dataset = ?", "updated_at = ?"] + [f"{name} = ?" for name in columns]
         params: list[Any] = [encode_dataset(ds), utc_timestamp(), *columns.values()]

@@ -203,6 +203,16 @@ def plain_text(ds: Dataset, keyword: str) -> str | None:
     return "" if value is _MISSING or value is None else _plain(value)
 
 
+def attribute_text(ds: Dataset, keyword: str) -> str:
+    """The stripped text of `keyword` ('' when absent): read from its bytes when plain
+    (`plain_text`), else decoded by pydicom."""
+    fast = plain_text(ds, keyword)
+    if fast is not None:
+        return fast
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
 def plain_code(ds: Dataset, keyword: str) -> str | None:
     """'CodeValue^CodingSchemeDesignator' of the first item of code sequence `keyword`
     ('' when none), read like `plain_text`; None when pydicom must decode it."""
