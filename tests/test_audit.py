@@ -44,7 +44,7 @@ from tdwii_cli.audit import events, syslog
 from tdwii_cli.audit import messages as m
 from tdwii_cli.audit.destinations import FileSink
 from tdwii_cli.audit.destinations import parse as parse_destination
-from tdwii_cli.audit.spool import RESERVE, Spool
+from tdwii_cli.audit.spool import RESERVE, Spool, SpoolError
 from tdwii_cli.errors import TdwiiError
 from upsops import UPS_QUERY, action, claim, create, final_attributes, n_set, subscribe, tdd
 
@@ -180,37 +180,80 @@ def test_a_bad_destination_is_one_line(text: str) -> None:
 
 
 def test_the_spool_is_private_bounded_and_kept_across_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "spool" / "audit.spool"
+    path = tmp_path / "audit.spool"
     spool = Spool(path, ["a", "b"], limit=3)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
     assert all(spool.add(f"m{i}".encode()) for i in range(3))
     assert not spool.add(b"m3")  # full
     assert spool.add(b"alert", reserve=True)  # its own alarm still fits
+    assert [body for _, body in spool.batch("a")] == [b"m0", b"m1", b"m2", b"alert"]
+    assert [body for _, body in spool.batch("a", 2)] == [b"m0", b"m1"]  # until it is sent
     spool.sent("a", spool.batch("a")[1][0])
     assert spool.count == 4  # b has taken none: all are kept
+    for child in path.iterdir():
+        assert stat.S_IMODE(child.stat().st_mode) == 0o600, child
+    with pytest.raises(SpoolError, match="in use by another tdwii serve"):
+        Spool(path, ["a"], limit=3)
     spool.close()
     again = Spool(path, ["a", "b"], limit=3)
     assert [body for _, body in again.batch("a")] == [b"m2", b"alert"]
     assert [body for _, body in again.batch("b")] == [b"m0", b"m1", b"m2", b"alert"]
     again.sent("b", again.batch("b")[-1][0])
-    assert again.count == 2  # what both have taken is gone
-    # a destination new to the spool gets what is still waiting
+    assert again.count == 2  # what the slowest has taken no longer counts
     again.close()
+    # a destination new to the spool gets what is still waiting
     third = Spool(path, ["a", "b", "c"], limit=3)
-    assert [body for _, body in third.batch("c")] == [b"m2", b"alert"]
+    assert [body for _, body in third.batch("c")][-2:] == [b"m2", b"alert"]
     assert RESERVE > 1
     third.close()
 
 
-def test_a_database_of_something_else_is_not_taken_as_the_spool(tmp_path: Path) -> None:
+def test_spool_segments_roll_are_dropped_once_taken_and_a_cut_record_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdwii_cli.audit import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 200)
+    path = tmp_path / "spool"
+    spool = Spool(path, ["a"], limit=1000)
+    bodies = [f"message {i:03d} ".encode() * 4 for i in range(30)]
+    spool.add_many([(body, False) for body in bodies])
+    spool.add_many([(body, False) for body in bodies])
+    segments = sorted(path.glob("*.seg"))
+    assert len(segments) >= 2
+    got = []
+    while batch := spool.batch("a", 7):
+        got += [body for _, body in batch]
+        spool.sent("a", batch[-1][0])
+    assert got == bodies + bodies
+    assert len(list(path.glob("*.seg"))) <= 2  # the taken ones are gone
+    spool.add(b"after")
+    spool.close()
+    # a power cut left the last record half written: found by its length and CRC, cut off
+    last = sorted(path.glob("*.seg"))[-1]
+    with last.open("ab") as fh:
+        fh.write(b"\x99" * 11)
+    again = Spool(path, ["a"], limit=1000)
+    assert [body for _, body in again.batch("a")] == [b"after"]
+    assert again.add(b"next")
+    assert [body for _, body in again.batch("a")] == [b"after", b"next"]
+    again.close()
+
+
+def test_a_path_that_is_not_a_spool_is_refused_and_left_alone(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE patients (id TEXT)")
     before = other.read_bytes()
-    with pytest.raises(Exception, match="database of something else"):
+    with pytest.raises(SpoolError, match="is not a folder"):
         Spool(other, ["a"], limit=10)
     assert other.read_bytes() == before
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(SpoolError, match="holds files that are not a spool's"):
+        Spool(folder, ["a"], limit=10)
+    assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg"]  # untouched
 
 
 def test_a_file_destination_recognises_lines_written_before_a_crash(tmp_path: Path) -> None:
@@ -405,7 +448,9 @@ def test_reloads_and_unfit_certificates_are_security_alerts(env: Env, schema: ob
 
 
 def test_the_audit_files_are_private(env: Env) -> None:
-    for path in (env.audit_file, env.workdir / "tdwii.sqlite.audit"):
+    spool = env.workdir / "tdwii.sqlite.audit"
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    for path in (env.audit_file, *spool.iterdir()):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
@@ -523,7 +568,7 @@ def test_a_bad_audit_set_up_is_one_line_before_anything_is_served(
             ["--audit", "syslog+tls://127.0.0.1", "--audit-cert", "no.pem"],
             "audit cert no.pem not found",
         ),
-        (["--audit", "x.log", "--audit-spool", "certs"], "audit spool certs is a folder"),
+        (["--audit", "x.log", "--audit-spool", "certs"], "holds files that are not a spool"),
     ):
         run = subprocess.run(
             [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", "0", *args],

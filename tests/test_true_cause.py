@@ -33,6 +33,7 @@ from conftest import (
     require_tool,
     run_echo_cli,
     start_tdwii_server,
+    unfit_leaf,
     wait_until,
     write_leaf,
 )
@@ -86,10 +87,9 @@ def test_a_tdwii_server_closing_on_our_certificate_after_tls13(tmp_path: Path) -
     """tdwii serve refuses a CA:TRUE client certificate once the TLS 1.3 handshake is done and
     sends no session ticket: there the certificate wording is right (63)."""
     from tdwii_cli.pki.authority import init_pki
-    from test_trust import _unfit_leaf
 
     init_pki(tmp_path / "certs")
-    pem = _unfit_leaf(tmp_path, "subca", ca=True)
+    pem = unfit_leaf(tmp_path / "certs", tmp_path, "subca", ca=True)
     server = start_tdwii_server(tmp_path)
     try:
         args = ["--mtls", "-ca", str(tmp_path / "certs" / PKI_CA), "-cert", str(pem)]

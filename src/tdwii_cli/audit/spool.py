@@ -1,41 +1,57 @@
 """The audit spool: every audit message on disk until each destination has taken it.
 
-One SQLite file (WAL), private (0600, its folder 0700 when made here): `messages` holds
-the framed syslog messages in the order they were recorded (sequence numbers never
-reused), `cursors` how far each destination has got (and, for a file destination, how
-long the file was then). The file is held exclusively while tdwii runs. A
-message is kept until every destination still configured has passed it. Commits use
-`synchronous=NORMAL`: a committed message survives `kill -9` of the server (a power
-cut may cost the last ones), and a commit costs no fsync on the DICOM path.
+A private folder (0700; its files 0600) holding an append-only log: segment files
+`<first sequence number>.seg` of records (sequence number, length, CRC-32, the framed
+syslog message), and `cursors.json`, how far each destination has got (and, for a file
+destination, how long that file was then). Appending a batch is one `write()`: a message
+in the spool survives a `kill -9` at once, and costs no fsync on the way (a power cut may
+cost the last ones: a record cut short is found by its length and CRC at the next start
+and cut off). `cursors.json` is replaced atomically after each batch a destination
+takes. A segment is deleted once every destination still configured has passed it.
+The folder is locked while a server uses it.
 
-`add()` refuses a message when `limit` messages are waiting (the caller then raises the
-alarm); `add(..., reserve=True)` may go past it by a few, for that alarm itself.
+`add_many()` keeps a message only while fewer than `limit` wait for the slowest
+destination (the caller raises the alarm); a reserved one may go past it by `RESERVE`.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
+import fcntl
+import json
+import os
+import struct
 import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from tdwii_cli.fileio import create_private, warn_if_open
+from tdwii_cli.fileio import KEY_MODE, PRIVATE_DIR_MODE, make_dirs, warn_if_open
 
 RESERVE = 16  # room past the limit for the spool's own alerts
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS cursors (
-    destination TEXT PRIMARY KEY,
-    sent INTEGER NOT NULL,
-    file_size INTEGER
-);
-"""
-_OURS = {"spool_meta", "messages", "cursors"}
+SEGMENT_BYTES = 8 << 20  # a new segment after this many bytes
+_RECORD = struct.Struct("<QII")  # sequence number, length of the body, CRC-32 of the body
+_CHUNK = 1 << 18  # read this much of a segment at a time
+_CURSORS = "cursors.json"
+_LOCK = "lock"
 
 
 class SpoolError(Exception):
     """The spool cannot be opened or used (one readable line)."""
+
+
+@dataclass
+class _Cursor:
+    sent: int  # the last sequence number the destination has taken
+    file_size: int | None = None  # a file destination's length after it
+    segment: int = 0  # where the record after `sent` is: its segment's first number ...
+    offset: int = 0  # ... and its offset there (segment 0: to be found)
+    ahead: tuple[int, int, int] | None = None  # the last batch: its last number, where it ends
+
+
+def _segment_name(first: int) -> str:
+    return f"{first:020d}.seg"
 
 
 class Spool:
@@ -44,65 +60,146 @@ class Spool:
     def __init__(self, path: Path, destinations: list[str], limit: int) -> None:
         self.path = Path(path)
         self.limit = limit
+        self.destinations = list(destinations)
         self.lock = threading.Lock()
+        self._fds: dict[int, int] = {}  # segment -> open descriptor (read and append)
         try:
-            if self.path.is_dir():
-                raise SpoolError(f"audit spool {self.path} is a folder")
-            existed = create_private(self.path)
-            self.conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=10
-            )
+            existed = self.path.exists()
+            if existed and not self.path.is_dir():
+                raise SpoolError(
+                    f"audit spool {self.path} is not a folder; give --audit-spool a new path"
+                )
+            if existed:
+                self._refuse_foreign()
+            make_dirs(self.path, PRIVATE_DIR_MODE)
+            self._lock_fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, KEY_MODE)
         except OSError as exc:
             raise SpoolError(f"cannot create audit spool {self.path}: {exc.strerror}") from None
         try:
-            names = {
-                row[0]
-                for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if names - _OURS:
-                raise SpoolError(
-                    f"audit spool {self.path} is a database of something else (tables "
-                    f"{', '.join(sorted(names - _OURS))}); give --audit-spool a new file"
-                )
-            # ours alone while we run: no file locks taken and given back at each commit
-            self.conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute(
-                "INSERT OR IGNORE INTO spool_meta(key, value) VALUES ('version', '1')"
-            )
-            self._next = self._last_seq() + 1  # sequence numbers are never used twice
-            self._start_cursors(destinations)
-            self.destinations = list(destinations)
-            self.count = int(self.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-            self._trim()
-        except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise SpoolError(f"cannot use audit spool {self.path}: {exc}") from None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise SpoolError(f"audit spool {self.path} is in use by another tdwii serve") from None
+        try:
+            self._open(existed)
         except BaseException:
-            self.conn.close()
+            self._close_files()
             raise
-        if existed:
-            warn_if_open([self.path], "audit spool", "audit messages with patient names and IDs")
 
-    def _start_cursors(self, destinations: list[str]) -> None:
-        """A destination new to the spool starts before the oldest message kept, so that
-        it gets what is still waiting for the others."""
-        oldest = self.conn.execute("SELECT MIN(seq) FROM messages").fetchone()[0]
-        start = (oldest - 1) if oldest is not None else self._next - 1
-        for destination in destinations:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO cursors(destination, sent) VALUES (?, ?)",
-                (destination, start),
+    # -- opening ---------------------------------------------------------------------------
+
+    def _refuse_foreign(self) -> None:
+        """A folder that holds anything but a spool's files is someone else's: untouched."""
+        foreign = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in (_CURSORS, _LOCK, f"{_CURSORS}.tmp") and not p.name.endswith(".seg")
+        )
+        if foreign:
+            shown = ", ".join(foreign[:4])
+            raise SpoolError(
+                f"audit spool {self.path} holds files that are not a spool's ({shown}); "
+                "give --audit-spool a new folder"
             )
 
-    def _last_seq(self) -> int:
-        """The last sequence number given: of the newest message kept, or of the last one a
-        destination took (every message may have been taken and dropped)."""
-        kept = self.conn.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
-        sent = self.conn.execute("SELECT MAX(sent) FROM cursors").fetchone()[0]
-        return max(int(kept or 0), int(sent or 0))
+    def _open(self, existed: bool) -> None:
+        names = {p.name for p in self.path.iterdir()}
+        if existed:
+            warn_if_open(
+                [self.path / n for n in sorted(names)],
+                "audit spool",
+                "audit messages with patient names and IDs",
+            )
+        self.segments = sorted(
+            int(n[:-4]) for n in names if n.endswith(".seg") and n[:-4].isdigit()
+        )
+        cursors = self._read_cursors()
+        last = self._recover_last_segment()
+        self._next = max([last, *(c.sent for c in cursors.values())], default=0) + 1
+        oldest = self.segments[0] if self.segments else self._next
+        self.cursors = {}
+        for destination in self.destinations:
+            known = cursors.get(destination)
+            if known is None or known.sent < oldest - 1:  # new here: what still waits is its
+                known = _Cursor(oldest - 1, known.file_size if known else None)
+            self.cursors[destination] = known
+        if not self.segments or self._size(self.segments[-1]) >= SEGMENT_BYTES:
+            self._new_segment()
+        self.count = self._next - 1 - self._slowest()
+        self._write_cursors()
+
+    def _read_cursors(self) -> dict[str, _Cursor]:
+        path = self.path / _CURSORS
+        try:
+            data = json.loads(path.read_text())
+            return {
+                str(name): _Cursor(int(entry["sent"]), entry.get("file_size"))
+                for name, entry in data.items()
+            }
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise SpoolError(
+                f"audit spool {self.path}: {_CURSORS} cannot be read; move the folder aside "
+                "(its segments hold the messages not sent)"
+            ) from None
+
+    def _fd(self, segment: int) -> int:
+        fd = self._fds.get(segment)
+        if fd is None:
+            fd = os.open(
+                self.path / _segment_name(segment),
+                os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                KEY_MODE,
+            )
+            self._fds[segment] = fd
+        return fd
+
+    def _size(self, segment: int) -> int:
+        return os.fstat(self._fd(segment)).st_size
+
+    def _recover_last_segment(self) -> int:
+        """The last sequence number kept; a record cut short at the end is cut off."""
+        if not self.segments:
+            return 0
+        segment = self.segments[-1]
+        last, good = segment - 1, 0
+        for seq, _body, end in self._records(segment, 0):
+            last, good = seq, end
+        if good < self._size(segment):
+            os.ftruncate(self._fd(segment), good)
+        return last
+
+    def _records(
+        self, segment: int, offset: int, limit: int | None = None
+    ) -> Iterator[tuple[int, bytes, int]]:
+        """(sequence number, body, end offset) of the whole records from `offset` on, read
+        a chunk at a time."""
+        fd = self._fd(segment)
+        size = os.fstat(fd).st_size
+        count = 0
+        chunk, base = b"", offset  # chunk holds the file from `base` on
+        while offset + _RECORD.size <= size and (limit is None or count < limit):
+            if offset + _RECORD.size > base + len(chunk):
+                chunk, base = os.pread(fd, max(_CHUNK, _RECORD.size), offset), offset
+            at = offset - base
+            seq, length, crc = _RECORD.unpack_from(chunk, at)
+            end = offset + _RECORD.size + length
+            if end > size:
+                return
+            if end > base + len(chunk):
+                chunk, base = os.pread(fd, max(_CHUNK, end - offset), offset), offset
+                at = 0
+            body = chunk[at + _RECORD.size : at + _RECORD.size + length]
+            if len(body) != length or zlib.crc32(body) != crc:
+                return
+            yield seq, body, end
+            offset = end
+            count += 1
+
+    def _new_segment(self) -> None:
+        self.segments.append(self._next)
+        self._fd(self._next)
 
     # -- recording -------------------------------------------------------------------------
 
@@ -111,85 +208,141 @@ class Spool:
         return self.add_many([(body, reserve)]) == 1
 
     def add_many(self, bodies: list[tuple[bytes, bool]]) -> int:
-        """Keep each (body, reserved) in order, in one commit, while there is room (up to
+        """Keep each (body, reserved) in order, in one write, while there is room (up to
         `limit`, or past it by `RESERVE` for a reserved one); how many were kept."""
         with self.lock:
-            kept: list[tuple[int, bytes]] = []
+            records: list[bytes] = []
             for body, reserved in bodies:
-                if self.count + len(kept) < self.limit + (RESERVE if reserved else 0):
-                    kept.append((self._next + len(kept), body))
-            if not kept:
+                if self.count + len(records) < self.limit + (RESERVE if reserved else 0):
+                    seq = self._next + len(records)
+                    records.append(_RECORD.pack(seq, len(body), zlib.crc32(body)) + body)
+            if not records:
                 return 0
-            if len(kept) == 1:
-                self.conn.execute("INSERT INTO messages(seq, body) VALUES (?, ?)", kept[0])
-            else:
-                self.conn.execute("BEGIN")
-                try:
-                    self.conn.executemany("INSERT INTO messages(seq, body) VALUES (?, ?)", kept)
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
-            self._next += len(kept)
-            self.count += len(kept)
-            return len(kept)
+            segment = self.segments[-1]
+            fd = self._fd(segment)
+            start = os.fstat(fd).st_size
+            data = memoryview(b"".join(records))
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)  # no record cut short stays behind
+                raise
+            self._next += len(records)
+            self.count += len(records)
+            if os.fstat(fd).st_size >= SEGMENT_BYTES:
+                self._new_segment()
+            return len(records)
 
     @property
     def full(self) -> bool:
         return self.count >= self.limit
 
-    # -- sending -------------------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------------
 
     def cursor(self, destination: str) -> tuple[int, int | None]:
         """(last sequence number sent, file size then) of `destination`."""
         with self.lock:
-            row = self.conn.execute(
-                "SELECT sent, file_size FROM cursors WHERE destination = ?", (destination,)
-            ).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
+            cursor = self.cursors[destination]
+            return cursor.sent, cursor.file_size
 
     def batch(self, destination: str, limit: int = 256) -> list[tuple[int, bytes]]:
-        """The next messages `destination` has not taken yet, oldest first."""
+        """The next messages `destination` has not taken yet, oldest first (the same again
+        until `sent()` says they are taken)."""
         with self.lock:
-            rows = self.conn.execute(
-                "SELECT seq, body FROM messages WHERE seq > "
-                "(SELECT sent FROM cursors WHERE destination = ?) ORDER BY seq LIMIT ?",
-                (destination, limit),
-            ).fetchall()
-        return [(int(seq), bytes(body)) for seq, body in rows]
+            cursor = self.cursors[destination]
+            if cursor.sent + 1 >= self._next:
+                return []
+            if cursor.segment == 0:
+                self._position(cursor)
+            segment, offset = cursor.segment, cursor.offset
+            out: list[tuple[int, bytes]] = []
+            while len(out) < limit:
+                want = limit - len(out)
+                found = list(self._records(segment, offset, want))
+                if found:
+                    out.extend((seq, body) for seq, body, _end in found if seq > cursor.sent)
+                    offset = found[-1][2]
+                if len(found) == want:
+                    break
+                later = [s for s in self.segments if s > segment]
+                if not later:
+                    break
+                segment, offset = later[0], 0
+            cursor.ahead = (out[-1][0], segment, offset) if out else None
+            return out
+
+    def _position(self, cursor: _Cursor) -> None:
+        """Find where the record after `cursor.sent` is (a scan of its segment)."""
+        wanted = cursor.sent + 1
+        candidates = [s for s in self.segments if s <= wanted] or self.segments[:1]
+        segment = candidates[-1]
+        offset = 0
+        for seq, _body, end in self._records(segment, 0):
+            if seq >= wanted:
+                break
+            offset = end
+        cursor.segment, cursor.offset = segment, offset
 
     def waiting(self, destination: str) -> int:
         """How many messages `destination` has not taken yet."""
         with self.lock:
-            row = self.conn.execute(
-                "SELECT COUNT(*) FROM messages WHERE seq > "
-                "(SELECT sent FROM cursors WHERE destination = ?)",
-                (destination,),
-            ).fetchone()
-        return int(row[0])
+            return max(0, self._next - 1 - self.cursors[destination].sent)
 
     def sent(self, destination: str, seq: int, file_size: int | None = None) -> None:
-        """`destination` has taken every message up to `seq`; drop what all have taken."""
+        """`destination` has taken every message up to `seq`; segments all have passed go."""
         with self.lock:
-            self.conn.execute(
-                "UPDATE cursors SET sent = ?, file_size = ? WHERE destination = ?",
-                (seq, file_size, destination),
-            )
+            cursor = self.cursors[destination]
+            if cursor.ahead is not None and cursor.ahead[0] == seq:
+                _last, cursor.segment, cursor.offset = cursor.ahead  # where that batch ended
+            elif seq != cursor.sent:
+                cursor.segment = 0  # found again from `sent` at the next batch
+            cursor.ahead = None
+            cursor.sent, cursor.file_size = max(cursor.sent, seq), file_size
+            self._write_cursors()
+            self.count = self._next - 1 - self._slowest()
             self._trim()
 
+    def _slowest(self) -> int:
+        return min((c.sent for c in self.cursors.values()), default=self._next - 1)
+
     def _trim(self) -> None:
-        marks = list(self.destinations)
-        if not marks:
-            return
-        placeholders = ",".join("?" * len(marks))
-        low = self.conn.execute(
-            f"SELECT MIN(sent) FROM cursors WHERE destination IN ({placeholders})", marks
-        ).fetchone()[0]
-        if low is None:
-            return
-        deleted = self.conn.execute("DELETE FROM messages WHERE seq <= ?", (low,)).rowcount
-        self.count -= max(0, deleted)
+        slowest = self._slowest()
+        while len(self.segments) > 1 and self.segments[1] - 1 <= slowest:
+            gone = self.segments.pop(0)
+            for cursor in self.cursors.values():
+                if cursor.segment == gone:
+                    cursor.segment = 0
+            fd = self._fds.pop(gone, None)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / _segment_name(gone))
+
+    def _write_cursors(self) -> None:
+        """cursors.json replaced atomically (rename: a `kill -9` leaves the old or the new)."""
+        data = {
+            name: {"sent": c.sent, "file_size": c.file_size} for name, c in self.cursors.items()
+        }
+        tmp = self.path / f"{_CURSORS}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, KEY_MODE)
+        try:
+            os.write(fd, json.dumps(data).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path / _CURSORS)
 
     def close(self) -> None:
         with self.lock:
-            self.conn.close()
+            with contextlib.suppress(OSError):
+                self._write_cursors()
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)

@@ -17,6 +17,7 @@ NOTICE, WARNING = 5, 4
 MSGID = "DICOM+RFC3881"
 APP_NAME = "tdwii"
 BOM = b"\xef\xbb\xbf"
+_ZERO = dt.timedelta(0)
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 
 
@@ -29,8 +30,9 @@ def header_field(value: str, limit: int) -> str:
 
 def timestamp(when: dt.datetime) -> str:
     """RFC 5424 TIMESTAMP: UTC with microseconds and a Z."""
-    when = when.astimezone(dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if when.utcoffset() != _ZERO:
+        when = when.astimezone(dt.timezone.utc)
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def message(

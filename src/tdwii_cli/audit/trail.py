@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tdwii_cli.audit import events, syslog
 from tdwii_cli.audit import messages as m
@@ -34,8 +34,9 @@ from tdwii_cli.audit.spool import Spool
 log = logging.getLogger("tdwii.audit")
 
 _BATCH = 256
-LINGER = 0.2  # after a batch, let the next one gather: a few sends a second, not one each
-GATHER = 0.01  # the writer's pause before a commit: what comes meanwhile goes in the same one
+Message = m.AuditMessage | Callable[[], m.AuditMessage]  # a message, or what builds it
+LINGER = 0.5  # after a batch, let the next one gather: a few sends a second, not one each
+GATHER = 0.02  # the writer's pause before a commit: what comes meanwhile goes in the same one
 
 
 class AuditTrail:
@@ -56,7 +57,7 @@ class AuditTrail:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self._wake = threading.Condition()
-        self._pending: list[tuple[m.AuditMessage, bool]] = []  # waiting for the writer
+        self._pending: list[tuple[Message, bool]] = []  # waiting for the writer
         self._pending_lock = threading.Lock()
         self._written = threading.Condition(self._pending_lock)
         self._have_pending = threading.Event()
@@ -71,12 +72,13 @@ class AuditTrail:
 
     # -- recording -------------------------------------------------------------------------
 
-    def record(self, message: m.AuditMessage) -> None:
+    def record(self, message: Message) -> None:
         """Keep `message` for every destination (never raises, never waits on a disk or a
-        network): the writer writes it out and commits it."""
+        network): the writer writes it out and commits it. A callable is built there (its
+        `when` given already)."""
         self._enqueue(message, False)
 
-    def _enqueue(self, message: m.AuditMessage, reserved: bool) -> None:
+    def _enqueue(self, message: Message, reserved: bool) -> None:
         with self._pending_lock:
             if not reserved and self.spool.count + len(self._pending) >= self.spool.limit:
                 full = True
@@ -104,8 +106,14 @@ class AuditTrail:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
             if batch:
+                bodies = []
+                for message, reserved in batch:
+                    try:
+                        bodies.append((self._frame(message), reserved))
+                    except Exception:  # a bug: that message is lost, not the others
+                        log.exception("an audit message could not be written")
                 try:
-                    self.spool.add_many([(self._frame(msg), reserved) for msg, reserved in batch])
+                    self.spool.add_many(bodies)
                 except Exception as exc:  # a full disk, a broken spool: DICOM goes on
                     self._spool_failed(exc)
                 with self._written:
@@ -114,7 +122,9 @@ class AuditTrail:
             elif self._stopping.is_set():
                 return
 
-    def _frame(self, message: m.AuditMessage) -> bytes:
+    def _frame(self, message: Message) -> bytes:
+        if not isinstance(message, m.AuditMessage):
+            message = message()
         severity = syslog.NOTICE if message.outcome == m.SUCCESS else syslog.WARNING
         return syslog.message(
             message.xml(),

@@ -11,12 +11,14 @@ key, with the server's TLS profile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -25,6 +27,7 @@ from tdwii_cli.audit import messages as m
 from tdwii_cli.audit.destinations import Destination, FileSink, Sink, TlsSink, UdpSink, parse
 from tdwii_cli.audit.spool import Spool, SpoolError
 from tdwii_cli.audit.trail import AuditTrail
+from tdwii_cli.clock import utc_now
 from tdwii_cli.dicom import codec, rawdataset, tags
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE
 from tdwii_cli.errors import TdwiiError
@@ -88,9 +91,11 @@ class Auditor:
     def enabled(self) -> bool:
         return self.trail is not None
 
-    def _record(self, message: m.AuditMessage) -> None:
+    def _record(self, build: Callable[..., m.AuditMessage], *args: Any, **kwargs: Any) -> None:
+        """Have `build(*args, **kwargs, when=now)` recorded: the writer builds it, so that
+        a DICOM answer pays only for taking note of the facts."""
         if self.trail is not None:
-            self.trail.record(message)
+            self.trail.record(functools.partial(build, *args, when=utc_now(), **kwargs))
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -99,13 +104,13 @@ class Auditor:
         if self.trail is None:
             return
         self.trail.start()
-        self._record(events.application(self.node, started=True))
+        self._record(events.application, self.node, started=True)
 
     def stop(self, flush: float = 2.0) -> None:
         """Record that we stop, send what can be sent within `flush` seconds, stop."""
         if self.trail is None:
             return
-        self._record(events.application(self.node, started=False))
+        self._record(events.application, self.node, started=False)
         self.trail.stop(flush)
 
     # -- security alerts ---------------------------------------------------------------
@@ -128,14 +133,13 @@ class Auditor:
         if identity is not None or address:
             peer = events.Peer.of(identity, address, ae_title)
         self._record(
-            events.security_alert(
-                self.node,
-                kind,
-                description,
-                peer=peer,
-                subject_uri=subject_uri,
-                outcome=outcome,
-            )
+            events.security_alert,
+            self.node,
+            kind,
+            description,
+            peer=peer,
+            subject_uri=subject_uri,
+            outcome=outcome,
         )
 
     def reloaded(self, what: str, path: Path | None, ok: bool, detail: str, *, roles: bool) -> None:
@@ -166,17 +170,16 @@ class Auditor:
             return
         data = request.data or b""
         self._record(
-            events.query(
-                self.node,
-                self._peer(request),
-                request.command.sop_class,
-                without_transaction_uid(data, request.transfer_syntax) if data else b"",
-                request.transfer_syntax,
-                outcome=outcome,
-                outcome_text=text,
-                types=types,
-                for_ae=for_ae,
-            )
+            events.query,
+            self.node,
+            self._peer(request),
+            request.command.sop_class,
+            without_transaction_uid(data, request.transfer_syntax) if data else b"",
+            request.transfer_syntax,
+            outcome=outcome,
+            outcome_text=text,
+            types=types,
+            for_ae=for_ae,
         )
 
     def workitem(
@@ -197,18 +200,17 @@ class Auditor:
             return
         study = attribute_text(ds, "StudyInstanceUID") if ds is not None else ""
         self._record(
-            events.procedure_record(
-                self.node,
-                self._peer(request),
-                action,
-                uid,
-                _patient(ds),
-                study_uid=study or None,
-                outcome=outcome,
-                outcome_text=text,
-                types=types,
-                details=details,
-            )
+            events.procedure_record,
+            self.node,
+            self._peer(request),
+            action,
+            uid,
+            _patient(ds),
+            study_uid=study or None,
+            outcome=outcome,
+            outcome_text=text,
+            types=types,
+            details=details,
         )
 
 
