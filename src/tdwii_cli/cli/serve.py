@@ -287,9 +287,9 @@ def serve(
         Path | None,
         typer.Option(
             "--audit-spool",
-            metavar="FILE",
-            help="Where audit messages wait for their destinations (0600); default: the "
-            "database's path + .audit.",
+            metavar="FOLDER",
+            help="The folder where audit messages wait for their destinations (0700, files "
+            "0600); default: the database's path + .audit.",
             rich_help_panel=SECURITY,
         ),
     ] = None,
@@ -389,7 +389,7 @@ def run_serve(
     except StoreError as exc:
         raise TdwiiError(str(exc), hint="check --db (a writable file path)") from None
     except SpoolError as exc:
-        raise TdwiiError(str(exc), hint="check --audit-spool (a writable file path)") from None
+        raise TdwiiError(str(exc), hint="check --audit-spool (a folder of its own)") from None
     except OSError as exc:
         raise listen_error(exc, config.bind_address, manager.port) from None
     except ValueError as exc:  # a bad address

@@ -281,5 +281,5 @@ def build_auditor(config: ServeConfig, tls: TlsOptions) -> Auditor:
             config.effective_audit_spool, [d.text for d in destinations], config.audit_spool_limit
         )
     except SpoolError as exc:
-        raise TdwiiError(str(exc), hint="check --audit-spool (a writable file path)") from None
+        raise TdwiiError(str(exc), hint="check --audit-spool (a folder of its own)") from None
     return Auditor(node, AuditTrail(node, spool, sinks))

@@ -203,3 +203,22 @@ def check_authorization(
                 config.ae_config,
                 entry.ae_title,
             )
+
+
+def markdown_table() -> str:
+    """The roles table of the README: each operation, its message, the role, the refusal."""
+    from tdwii_cli.access.roles import TABLE
+
+    rows = [
+        "| operation | DIMSE | role needed | refused with |",
+        "|---|---|---|---|",
+    ]
+    for what, dimse_name, role in TABLE:
+        if dimse_name == "C-ECHO":
+            refusal = "A-ASSOCIATE-RJ, rejected-permanent, calling AE title not recognized"
+        elif dimse_name == "C-FIND":
+            refusal = "`C124` (Failed: Unable to process; PS3.7 gives C-FIND no 0124)"
+        else:
+            refusal = "`0124` Refused: Not authorized"
+        rows.append(f"| {what} | {dimse_name} | {role} | {refusal} |")
+    return "\n".join(rows)

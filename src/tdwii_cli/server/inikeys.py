@@ -80,7 +80,7 @@ KEYS: tuple[IniKey, ...] = (
     IniKey("audit_ca", "path", "--audit-ca", "CA of the audit repository (--ca)"),
     IniKey("audit_cert", "path", "--audit-cert", "our certificate towards it (--cert)"),
     IniKey("audit_key", "path", "--audit-key", "its private key (--key)"),
-    IniKey("audit_spool", "path", "--audit-spool", "audit messages not sent yet (DB + .audit)"),
+    IniKey("audit_spool", "path", "--audit-spool", "folder of audit messages not sent (DB.audit)"),
     IniKey("audit_spool_limit", "int", "--audit-spool-limit", "messages the spool holds (100000)"),
 )
 
