@@ -61,6 +61,7 @@ class Authorizer:
         self.enforce = enforce
         self.auditor = auditor or Auditor.disabled()
         self.crl = crl or (lambda: None)
+        self._expiry: dict[str, float | None] = {}  # fingerprint -> notAfter, parsed once
 
     def reload(self, entries: Mapping[str, KnownAE]) -> None:
         """Use a new AE configuration from the next decision on."""
@@ -132,7 +133,8 @@ class Authorizer:
         identity = request.peer
         if identity is None or not identity.has_certificate:
             return Verdict(False, "no certificate", "no certificate")
-        if identity.not_after is not None and identity.not_after < time.time():
+        expires = self._expires(identity)
+        if expires is not None and expires < time.time():
             return Verdict(False, "its certificate has expired", "certificate expired")
         facts = self.crl()
         if facts is not None:
@@ -152,6 +154,14 @@ class Authorizer:
                 "AE title no longer bound to the certificate",
             )
         return ALLOWED
+
+    def _expires(self, identity: PeerIdentity) -> float | None:
+        key = identity.fingerprint or ""
+        if key not in self._expiry:
+            if len(self._expiry) >= 1024:
+                self._expiry.clear()
+            self._expiry[key] = identity.not_after
+        return self._expiry[key]
 
     def _refuse(
         self, request: Request, operation: Operation, verdict: Verdict, kind: Code

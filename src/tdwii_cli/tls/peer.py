@@ -21,8 +21,8 @@ class PeerIdentity:
     """The peer of one connection (certificate fields None without TLS or certificate).
 
     `sans` holds the subjectAltNames as (kind, value) with kind "DNS", "IP", "URI" or
-    "email"; `fingerprint` is the SHA-256 of the certificate (lower-case hex); `not_after`
-    its expiry (seconds since the epoch); `serial` its serial number.
+    "email"; `fingerprint` is the SHA-256 of the certificate (lower-case hex); `expires`
+    its notAfter; `serial` its serial number.
     """
 
     address: str
@@ -34,7 +34,7 @@ class PeerIdentity:
     sans: tuple[tuple[str, str], ...] = ()
     fingerprint: str | None = None
     serial: int | None = None
-    not_after: float | None = None
+    expires: str | None = None  # notAfter as getpeercert() gives it (see `not_after`)
 
     @property
     def host(self) -> str:
@@ -47,6 +47,17 @@ class PeerIdentity:
     @property
     def has_certificate(self) -> bool:
         return self.fingerprint is not None
+
+    @property
+    def not_after(self) -> float | None:
+        """When the certificate expires (seconds since the epoch): parsed only when asked,
+        since most connections never ask."""
+        if self.expires is None:
+            return None
+        try:
+            return float(ssl.cert_time_to_seconds(self.expires))
+        except ValueError:
+            return None
 
 
 # RFC 4514's short names for the attributes getpeercert() spells out
@@ -95,12 +106,6 @@ def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
             serial = int(str(info["serialNumber"]), 16)
         except ValueError:
             serial = None
-    not_after = None
-    if info.get("notAfter"):
-        try:
-            not_after = float(ssl.cert_time_to_seconds(str(info["notAfter"])))
-        except ValueError:
-            not_after = None
     return PeerIdentity(
         address=address,
         subject_cn=cn,
@@ -111,5 +116,5 @@ def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
         sans=_sans(info),
         fingerprint=hashlib.sha256(der).hexdigest() if der else None,
         serial=serial,
-        not_after=not_after,
+        expires=str(info["notAfter"]) if info.get("notAfter") else None,
     )
