@@ -99,7 +99,8 @@ class Peer:
         parts.append(f"from {self.host}")
         return ", ".join(parts)
 
-    def participant(self, *, requestor: bool, roles: Sequence[m.Code] = ()) -> m.Participant:
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (a peer calls many times)
+    def participant(self, *, requestor: bool, roles: tuple[m.Code, ...] = ()) -> m.Participant:
         return m.Participant(
             user_id=self.ae_title or self.cn or self.host or "unknown",
             requestor=requestor,

@@ -212,29 +212,24 @@ def _participant(p: Participant) -> str:
 
 
 def _object(o: ParticipantObject) -> str:
-    kinds = ""
+    out = f'<ParticipantObjectIdentification ParticipantObjectID="{_attr(o.object_id)}"'
     if o.type_code is not None:
-        kinds += f' ParticipantObjectTypeCode="{o.type_code}"'
+        out += f' ParticipantObjectTypeCode="{o.type_code}"'
     if o.role is not None:
-        kinds += f' ParticipantObjectTypeCodeRole="{o.role}"'
+        out += f' ParticipantObjectTypeCodeRole="{o.role}"'
+    out += ">" + _code("ParticipantObjectIDTypeCode", o.id_type)
     if o.query is not None:
-        what = f"<ParticipantObjectQuery>{_b64(o.query)}</ParticipantObjectQuery>"
+        out += f"<ParticipantObjectQuery>{_b64(o.query)}</ParticipantObjectQuery>"
     else:
-        what = f"<ParticipantObjectName>{_text(o.name or '')}</ParticipantObjectName>"
-    details = "".join(
-        f'<ParticipantObjectDetail type="{_attr(kind)}" value="{_b64(value)}"/>'
-        for kind, value in o.details
-    )
-    description = ""
+        out += f"<ParticipantObjectName>{_text(o.name or '')}</ParticipantObjectName>"
+    for kind, value in o.details:
+        out += f'<ParticipantObjectDetail type="{_attr(kind)}" value="{_b64(value)}"/>'
     if o.sop_class is not None:
-        instances = "".join(f'<Instance UID="{_attr(uid)}"/>' for uid in o.instances)
-        description = (
+        out += (
             "<ParticipantObjectDescription>"
             f'<SOPClass UID="{_attr(o.sop_class)}" NumberOfInstances="{len(o.instances)}">'
-            f"{instances}</SOPClass></ParticipantObjectDescription>"
         )
-    return (
-        f'<ParticipantObjectIdentification ParticipantObjectID="{_attr(o.object_id)}"{kinds}>'
-        f"{_code('ParticipantObjectIDTypeCode', o.id_type)}{what}{details}{description}"
-        "</ParticipantObjectIdentification>"
-    )
+        for uid in o.instances:
+            out += f'<Instance UID="{_attr(uid)}"/>'
+        out += "</SOPClass></ParticipantObjectDescription>"
+    return out + "</ParticipantObjectIdentification>"

@@ -10,6 +10,7 @@ message per line.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 FACILITY = 10  # security/authorization messages
@@ -21,6 +22,7 @@ _ZERO = dt.timedelta(0)
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 
 
+@functools.lru_cache(maxsize=64)  # a host name and a process ID: the same every time
 def header_field(value: str, limit: int) -> str:
     """`value` as an RFC 5424 header field: printable US-ASCII without spaces, at most
     `limit` characters ('-', the nil value, when nothing is left)."""
