@@ -86,7 +86,8 @@ class AuditTrail:
                 self._pending.append((message, reserved))
                 full = False
         if not full:
-            self._have_pending.set()
+            if not self._have_pending.is_set():  # the writer is told once per gathering
+                self._have_pending.set()
             return
         with self._lock:
             self._dropped += 1

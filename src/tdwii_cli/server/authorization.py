@@ -24,7 +24,6 @@ from tdwii_cli.access.aefile import KnownAE
 from tdwii_cli.access.policy import AccessPolicy
 from tdwii_cli.access.roles import ALLOWED, Operation, Principal, Verdict, decide
 from tdwii_cli.audit.messages import Code
-from tdwii_cli.clock import utc_now
 from tdwii_cli.dicom import status as st
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net import dimse
@@ -142,7 +141,7 @@ class Authorizer:
                 return Verdict(
                     False, f"its certificate is revoked (CRL {facts.path})", "certificate revoked"
                 )
-            if facts.next_update is not None and facts.next_update <= utc_now():
+            if facts.next_update is not None and facts.next_update.timestamp() <= time.time():
                 return Verdict(
                     False, f"the CRL {facts.path} has passed its next update", "CRL out of date"
                 )
