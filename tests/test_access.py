@@ -236,3 +236,12 @@ def test_update_entry_never_rewrites_a_broken_file(tmp_path: Path) -> None:
     assert created.file_created and json.loads((tmp_path / "new.json").read_text()) == [
         {"AETitle": "TDD1", "Certificates": ["CN=tdd1"], "Roles": []}
     ]
+
+
+def test_the_readme_has_the_roles_table_the_server_enforces() -> None:
+    from tdwii_cli.server.authorization import markdown_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme
+    for role in ROLES:
+        assert f"| {role}" in markdown_table(), role  # every role is in it
