@@ -1,17 +1,17 @@
-"""The audit trail of one process: messages recorded into the spool, and one sender thread
-per destination taking them from there, in order, each at its own pace.
+"""The audit trail of one process: messages taken note of, written into the spool by one
+writer thread, and sent by one sender thread per destination, in order, each at its pace.
 
-`record()` writes the message as XML, frames it (RFC 5424) and commits it to the spool
-on the caller's thread: a short SQLite commit with no disk flush and no network wait, so
-that what was recorded survives a `kill -9` at once. (A writer thread of its own was
-tried: on CPython its work competes with the DICOM thread for the interpreter lock and
-cost the answers more than the commit it saved.) Each sender sends what its destination
-has not taken yet,
-in batches; a destination that fails is retried with back-off (0.5 s doubling to 30 s)
-and its messages wait in the spool, which survives a restart and `kill -9`. One
-WARNING when a destination stops taking messages, one line when it takes them again. A
-sender lingers a moment after each batch, so that a busy server sends a few batches a
-second rather than one message each.
+`record()` only queues the message (or what builds it) and returns: auditing never waits
+on a disk or a network on the DICOM path. Every 20 ms (`GATHER`) the writer builds what
+gathered, frames it (RFC 5424) and appends it to the spool in one write; it gathers rather
+than running per message because its Python work competes with the DICOM thread for the
+interpreter lock. What a `kill -9` can lose is what was queued in those last 20 ms, never
+what the spool holds. Each sender sends what its destination has not taken yet, in
+batches, and lingers `LINGER` after each, so that a busy server sends a few batches a
+second rather than one message each; a destination that fails is retried with back-off
+(0.5 s doubling to 30 s) and its messages wait in the spool, which survives a restart and
+`kill -9`. One WARNING when a destination stops taking messages, one when it takes them
+again.
 
 The spool is bounded (`limit` messages waiting): when it is full, further messages are
 dropped and counted, with one ERROR line and a Security Alert "Audit Recording
@@ -59,7 +59,6 @@ class AuditTrail:
         self._wake = threading.Condition()
         self._pending: list[tuple[Message, bool]] = []  # waiting for the writer
         self._pending_lock = threading.Lock()
-        self._written = threading.Condition(self._pending_lock)
         self._have_pending = threading.Event()
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -97,8 +96,7 @@ class AuditTrail:
             self._recording_stopped()
 
     def _write_loop(self) -> None:
-        """The writer: commit what is pending to the spool, many in one commit (SQLite lets
-        other threads run meanwhile)."""
+        """The writer: build what is pending and append it to the spool in one write."""
         while True:
             self._have_pending.wait(0.5)
             if not self._stopping.is_set():
@@ -117,8 +115,6 @@ class AuditTrail:
                     self.spool.add_many(bodies)
                 except Exception as exc:  # a full disk, a broken spool: DICOM goes on
                     self._spool_failed(exc)
-                with self._written:
-                    self._written.notify_all()
                 self._notify()
             elif self._stopping.is_set():
                 return
@@ -240,7 +236,9 @@ class AuditTrail:
                 continue
             try:
                 size = sink.send([body for _, body in rows])
-            except SinkError as exc:
+            except Exception as exc:  # SinkError; anything else is treated alike, never fatal
+                if not isinstance(exc, SinkError):
+                    log.exception("audit destination %s: unexpected failure", destination)
                 failures += 1
                 if stopping:
                     return
