@@ -89,7 +89,10 @@ class Peer:
         """The peer of a connection (`identity`), or only its `address` before TLS."""
         if identity is None:
             return cls(host=address, ae_title=ae_title)
-        return cls(identity.host, ae_title, identity.subject, identity.subject_cn)
+        cn = identity.subject_cn
+        # a refused handshake leaves only the CN of the certificate presented
+        subject = identity.subject or (f"CN={cn}" if cn else None)
+        return cls(identity.host or address, ae_title, subject, cn)
 
     @property
     def names(self) -> str:
