@@ -18,6 +18,8 @@ import threading
 
 from tdwii_cli.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
 from tdwii_cli.net import dimse, pdu
+from tdwii_cli.net.channel import read_pdu
+from tdwii_cli.net.errors import UpperLayerError
 from tdwii_cli.tls.context import build_server_context
 from tdwii_cli.tls.options import resolve
 
@@ -38,7 +40,7 @@ def serve_one(raw: socket.socket, ctx, ac: bytes, echo_rsp: bytes) -> None:  # t
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with ctx.wrap_socket(raw, server_side=True) as sock:
             while True:
-                kind, _ = pdu.read_pdu(sock, 0)
+                kind, _ = read_pdu(sock)
                 if kind == pdu.A_ASSOCIATE_RQ:
                     sock.sendall(ac)
                 elif kind == pdu.P_DATA_TF:
@@ -48,7 +50,7 @@ def serve_one(raw: socket.socket, ctx, ac: bytes, echo_rsp: bytes) -> None:  # t
                     return
                 else:
                     return
-    except (OSError, pdu.Closed, pdu.ProtocolError):
+    except (OSError, UpperLayerError):
         return
 
 

@@ -40,7 +40,9 @@ from tdwii_cli.dicom.uids import (
     VERIFICATION,
 )
 from tdwii_cli.net import dimse, pdu
+from tdwii_cli.net.channel import PduStream, read_pdu
 from tdwii_cli.net.dimse import Command
+from tdwii_cli.net.errors import UpperLayerError
 from tdwii_cli.ups.workitem import build_workitem
 
 MAX_ASSOCIATIONS = 4
@@ -220,14 +222,14 @@ def echo_ok(port: int) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             contexts = [pdu.PresentationContext(1, VERIFICATION, (IMPLICIT_VR_LE,))]
             sock.sendall(pdu.associate_rq("CHECK", "UPSSCP", contexts))
-            if pdu.read_pdu(sock)[0] != pdu.A_ASSOCIATE_AC:
+            if read_pdu(sock)[0] != pdu.A_ASSOCIATE_AC:
                 return False
             cmd = Command(dimse.C_ECHO_RQ, message_id=1, sop_class=VERIFICATION)
             sock.sendall(dimse.encode_message(1, cmd, None, 16384))
-            ok = dimse.read_message(sock).command.status == 0
+            ok = PduStream(sock).read_message().command.status == 0
             sock.sendall(pdu.RELEASE_RQ)
-            return ok and pdu.read_pdu(sock)[0] == pdu.A_RELEASE_RP
-    except (OSError, pdu.ProtocolError, pdu.Closed):
+            return ok and read_pdu(sock)[0] == pdu.A_RELEASE_RP
+    except (OSError, UpperLayerError):
         return False
 
 
@@ -240,17 +242,17 @@ def all_slots_free(port: int) -> bool:
             socks.append(sock)
             contexts = [pdu.PresentationContext(1, VERIFICATION, (IMPLICIT_VR_LE,))]
             sock.sendall(pdu.associate_rq("CHECK", "UPSSCP", contexts))
-            if pdu.read_pdu(sock)[0] != pdu.A_ASSOCIATE_AC:
+            if read_pdu(sock)[0] != pdu.A_ASSOCIATE_AC:
                 return False
         return True
-    except (OSError, pdu.ProtocolError, pdu.Closed):
+    except (OSError, UpperLayerError):
         return False
     finally:
         for sock in socks:
             try:
                 sock.sendall(pdu.RELEASE_RQ)
-                pdu.read_pdu(sock)
-            except (OSError, pdu.ProtocolError, pdu.Closed):
+                read_pdu(sock)
+            except (OSError, UpperLayerError):
                 pass
             sock.close()
 

@@ -45,6 +45,7 @@ from pathlib import Path
 # the same hand-written upper layer `tdwii echo` uses
 from tdwii_cli.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
 from tdwii_cli.net import dimse, pdu
+from tdwii_cli.net.channel import PduStream, read_pdu
 
 
 def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> float:
@@ -54,14 +55,14 @@ def one_association(ctx: ssl.SSLContext, port: int, rq: bytes, echo: bytes) -> f
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
         sock.sendall(rq)
-        kind, _ = pdu.read_pdu(sock)
+        kind, _ = read_pdu(sock)
         if kind != 0x02:
             raise RuntimeError(f"association not accepted (PDU type 0x{kind:02X})")
         sock.sendall(echo)
-        if dimse.read_message(sock).command.status != 0:
+        if PduStream(sock).read_message().command.status != 0:
             raise RuntimeError("C-ECHO failed")
         sock.sendall(pdu.RELEASE_RQ)
-        kind, _ = pdu.read_pdu(sock)
+        kind, _ = read_pdu(sock)
         if kind != 0x06:
             raise RuntimeError(f"release not confirmed (PDU type 0x{kind:02X})")
     return time.perf_counter() - start

@@ -10,7 +10,6 @@ their hints, are tested end to end in test_echo.py and test_echo_tls.py.
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from tdwii_cli.cli.hints import hint_for
 from tdwii_cli.client.create import Peer, prepare_datasets, send
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH, UPS_QUERY, UPS_WATCH, VERIFICATION
-from tdwii_cli.net import pdu
 from tdwii_cli.net.association import AcceptedContext, Association, open_association, propose
 from tdwii_cli.net.dimse import (
     C_ECHO_RQ,
@@ -174,15 +172,6 @@ def test_a_peer_that_lies_is_a_protocol_violation_at_once(answer: bytes) -> None
         assert peer.done() is None
     assert isinstance(err, ProtocolViolation) and err.exit_code == exitcodes.ASSOC_ABORTED
     assert peer.closed_after is not None and peer.closed_after < 2
-
-
-def test_read_pdu_refuses_a_long_p_data_before_its_body() -> None:
-    left, right = socket.socketpair()
-    with left, right:
-        left.sendall(struct.pack(">BBL", 0x04, 0, pdu.MAX_PDU + 1))  # and no body at all
-        right.settimeout(2)
-        with pytest.raises(pdu.ProtocolError, match="over 16384"):
-            pdu.read_pdu(right)
 
 
 # -- the generic request path against tdwii serve ------------------------------------------

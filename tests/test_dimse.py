@@ -3,7 +3,6 @@ checked against pydicom's reading of the same bytes, and refused when malformed.
 
 from __future__ import annotations
 
-import socket
 import struct
 from io import BytesIO
 
@@ -11,7 +10,9 @@ import pytest
 from pydicom.filereader import read_dataset
 
 from tdwii_cli.net import dimse, pdu
-from tdwii_cli.net.dimse import Command, ProtocolError
+from tdwii_cli.net.dimse import Command, MessageAssembler
+from tdwii_cli.net.errors import PeerViolation
+from tdwii_cli.net.framer import Framer
 
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 UID = "1.2.3.4.5"  # odd length: padded with a NUL
@@ -87,7 +88,7 @@ def _element(elem: int, value: bytes, group: int = 0) -> bytes:
     ids=["multi-valued", "odd-length", "no-field", "no-data-set-type", "group", "length", "short"],
 )
 def test_malformed_command_sets_are_refused(data: bytes, words: str) -> None:
-    with pytest.raises(ProtocolError, match=words):
+    with pytest.raises(PeerViolation, match=words):
         Command.decode(data)
 
 
@@ -95,10 +96,7 @@ def test_messages_are_fragmented_and_joined() -> None:
     command = Command(dimse.N_CREATE_RQ, message_id=1, sop_class=UPS_PUSH, has_dataset=True)
     data = bytes(range(256)) * 100
     wire = dimse.encode_message(5, command, data, max_pdu=1024)
-    left, right = socket.socketpair()
-    with left, right:
-        left.sendall(wire)
-        message = dimse.read_message(right)
+    (message,) = _messages(wire)
     assert message.context_id == 5 and message.command == command and message.dataset == data
     lengths = []
     view = memoryview(wire)
@@ -114,20 +112,22 @@ def test_messages_are_fragmented_and_joined() -> None:
 def test_a_message_over_the_limit_is_refused_while_it_streams() -> None:
     command = Command(dimse.N_CREATE_RQ, message_id=1, sop_class=UPS_PUSH, has_dataset=True)
     wire = dimse.encode_message(1, command, bytes(100_000), max_pdu=16384)
-    left, right = socket.socketpair()
-    with left, right:
-        left.sendall(wire)
-        with pytest.raises(ProtocolError, match="longer than 50000"):
-            dimse.read_message(right, max_message=50_000)
+    assembler = MessageAssembler(50_000)
+    framer = Framer()
+    framer.feed(wire)
+    with pytest.raises(PeerViolation, match="longer than 50000"):
+        while (unit := framer.next_pdu(lambda kind, length: None)) is not None:
+            assembler.feed(unit[1])
 
 
-def test_abort_and_unexpected_pdus_while_reading_a_message() -> None:
-    for wire, raised in ((pdu.ABORT, pdu.AbortReceived), (pdu.RELEASE_RQ, ProtocolError)):
-        left, right = socket.socketpair()
-        with left, right:
-            left.sendall(wire)
-            with pytest.raises(raised):
-                dimse.read_message(right)
+def _messages(wire: bytes) -> list[dimse.Message]:
+    """The messages whole P-DATA-TF PDUs carry, joined as the upper layer joins them."""
+    framer, assembler, out = Framer(), MessageAssembler(), []
+    framer.feed(wire)
+    while (unit := framer.next_pdu(lambda kind, length: None)) is not None:
+        assert unit[0] == pdu.P_DATA_TF
+        out += assembler.feed(unit[1])
+    return out
 
 
 def test_associate_rq_carries_our_implementation_identity() -> None:

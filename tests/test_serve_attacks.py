@@ -31,9 +31,11 @@ from conftest import (
 )
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH, VERIFICATION
-from tdwii_cli.net import dimse, pdu
+from tdwii_cli.net import dimse, errors, pdu
 from tdwii_cli.net.association import Association, open_association, propose
+from tdwii_cli.net.channel import PduStream, read_pdu
 from tdwii_cli.net.dimse import Command
+from tdwii_cli.net.errors import PeerClosed
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.context import build_client_context
 from tdwii_cli.ups.workitem import build_workitem
@@ -81,7 +83,7 @@ def associate_raw(server: TdwiiServer, calling: str = "ATTACKER") -> ssl.SSLSock
     """An mTLS connection with an accepted association (raw socket), or None if rejected."""
     sock = tls_connect(server)
     sock.sendall(pdu.associate_rq(calling, "UPSSCP", ECHO_CONTEXT))
-    kind, _ = pdu.read_pdu(sock)
+    kind, _ = read_pdu(sock)
     if kind != pdu.A_ASSOCIATE_AC:
         sock.close()
         return None
@@ -92,9 +94,9 @@ def ends_with_abort(sock: socket.socket, timeout: float) -> bool:
     """Whether the server sends an A-ABORT (or closes) within `timeout` seconds."""
     sock.settimeout(timeout)
     try:
-        kind, _ = pdu.read_pdu(sock)
+        kind, _ = read_pdu(sock)
         return kind == pdu.A_ABORT
-    except (pdu.Closed, ConnectionError, ssl.SSLError):
+    except (PeerClosed, ConnectionError, ssl.SSLError):
         return True
     except TimeoutError:
         return False
@@ -312,8 +314,8 @@ def test_unknown_pdu_type_with_trailing_bytes_is_aborted(server: TdwiiServer) ->
     assert sock is not None
     sock.sendall(b"\x42\x00\x00\x00\x00\x04" + b"junk" + b"\xff" * 100)
     sock.settimeout(3)
-    kind, payload = pdu.read_pdu(sock)
-    assert kind == pdu.A_ABORT and payload[2:4] == bytes((2, pdu.ABORT_UNRECOGNIZED_PDU))
+    kind, payload = read_pdu(sock)
+    assert kind == pdu.A_ABORT and payload[2:4] == bytes((2, errors.ABORT_UNRECOGNIZED_PDU))
     sock.close()
     assert "unknown PDU type 0x42" in server.wait_log("unknown PDU type", start)
 
@@ -325,7 +327,7 @@ def test_control_characters_in_the_calling_ae_title_are_refused_and_escaped(
     sock = tls_connect(server)
     sock.sendall(pdu.associate_rq("EVIL\x1b[31m\n", "UPSSCP", ECHO_CONTEXT))
     sock.settimeout(3)
-    kind, payload = pdu.read_pdu(sock)
+    kind, payload = read_pdu(sock)
     sock.close()
     assert kind == pdu.A_ASSOCIATE_RJ and tuple(payload[1:4]) == (1, 1, 3)
     text = server.wait_log("association rejected: the calling AE title", start)
@@ -354,7 +356,7 @@ def test_bad_requested_uids_are_c307_not_an_abort(server: TdwiiServer, uid: str,
     sock = tls_connect(server)
     contexts = [pdu.PresentationContext(1, UPS_PULL, (EXPLICIT_VR_LE,))]
     sock.sendall(pdu.associate_rq("ATTACKER", "UPSSCP", contexts))
-    assert pdu.read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
+    assert read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
     raw_uid = uid.encode() + (b"\0" if len(uid) % 2 else b"")
     get = _command_set(
         _element(0x0003, UPS_PULL.encode() + b"\0" * (len(UPS_PULL) % 2)),
@@ -365,11 +367,11 @@ def test_bad_requested_uids_are_c307_not_an_abort(server: TdwiiServer, uid: str,
     )
     _send_command(sock, get)
     sock.settimeout(3)
-    message = dimse.read_message(sock)
+    message = PduStream(sock).read_message()
     assert message.command.status == 0xC307, why
     assert message.command.responding_to == 7
     sock.sendall(pdu.RELEASE_RQ)
-    assert pdu.read_pdu(sock)[0] == pdu.A_RELEASE_RP
+    assert read_pdu(sock)[0] == pdu.A_RELEASE_RP
     sock.close()
 
 
@@ -378,7 +380,7 @@ def test_require_called_aet_refuses_another_title(serve_workdir: Path) -> None:
     try:
         sock = tls_connect(srv)
         sock.sendall(pdu.associate_rq("TDD", "ANY-SCP", ECHO_CONTEXT))
-        kind, payload = pdu.read_pdu(sock)
+        kind, payload = read_pdu(sock)
         sock.close()
         assert kind == pdu.A_ASSOCIATE_RJ and tuple(payload[1:4]) == (1, 1, 7)
         assert "called AE title is not ours (UPSSCP)" in srv.log_text()
@@ -462,7 +464,7 @@ def test_control_characters_in_command_uids_are_escaped_in_the_log(server: Tdwii
     sock = tls_connect(server)
     contexts = [pdu.PresentationContext(1, UPS_PUSH, (EXPLICIT_VR_LE,))]
     sock.sendall(pdu.associate_rq("ATTACKER", "UPSSCP", contexts))
-    assert pdu.read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
+    assert read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
     evil = b"1.2\x1b[31m\nFAKE LINE"
     create = _command_set(
         _element(0x0002, evil + b"\0" * (len(evil) % 2)),
@@ -473,7 +475,7 @@ def test_control_characters_in_command_uids_are_escaped_in_the_log(server: Tdwii
     data = codec.encode(build_workitem(patient_id="E", patient_name="E^E", label="e"))
     sock.sendall(pdu.p_data(1, create, data, 16384))
     sock.settimeout(3)
-    assert dimse.read_message(sock).command.status == 0x0118  # no such SOP Class
+    assert PduStream(sock).read_message().command.status == 0x0118  # no such SOP Class
     sock.close()
     text = server.wait_log("is not UPS Push", start)
     assert "\x1b" not in text and "\nFAKE LINE" not in text
@@ -488,8 +490,8 @@ def test_a_requestor_that_does_not_wait_for_the_ac_is_served_in_order(
     rq = pdu.associate_rq("EAGER", "UPSSCP", ECHO_CONTEXT)
     sock.sendall(rq + dimse.encode_message(1, echo, None, 16384) + pdu.RELEASE_RQ)
     sock.settimeout(3)
-    assert pdu.read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
-    answer = dimse.read_message(sock).command
+    assert read_pdu(sock)[0] == pdu.A_ASSOCIATE_AC
+    answer = PduStream(sock).read_message().command
     assert (answer.status, answer.responding_to) == (0, 5)
-    assert pdu.read_pdu(sock)[0] == pdu.A_RELEASE_RP
+    assert read_pdu(sock)[0] == pdu.A_RELEASE_RP
     sock.close()

@@ -1,22 +1,28 @@
-"""An association we request, on plain sockets and `ssl`: connect, associate, DIMSE, release.
+"""An association we request: the requestor's adapter of the upper layer on a socket.
 
 `open_association(...)` connects (TCP_NODELAY, TLS with the given context),
 proposes the presentation contexts, yields an `Association` and releases it when
 the body is done; whatever goes wrong on the way (refusal, timeout, abort, TLS
 verdicts that come late in TLS 1.3, a peer that is not DICOM) is raised as one of
-the typed errors of `tdwii_cli.net.errors`.
+the typed errors of `tdwii_cli.net.errors`. The protocol is `tdwii_cli.net.upper`'s;
+this module owns the socket and the deadlines: the A-ASSOCIATE-AC and the A-RELEASE-RP
+each whole within the ACSE timeout, each response PDU whole within the DIMSE timeout,
+however slowly a peer drips its bytes.
 
 On the `Association`, `request()` sends any C- or N- request (a `Command` and
-an optional data set) and yields its responses, pending ones first; `send()` and
-`response()` split that in two for callers that overlap work with the peer's.
+an optional data set) and yields its responses, pending ones first (C-FIND, C-GET,
+C-MOVE only: no other operation has pending responses); `send()` and `response()`
+split that in two for callers that overlap work with the peer's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from tdwii_cli.dicom.uids import TRANSFER_SYNTAXES, uid_name
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.net import dimse, pdu
 from tdwii_cli.net import log as netlog
+from tdwii_cli.net.channel import Channel, send_all
 from tdwii_cli.net.dimse import Command, Message
 from tdwii_cli.net.errors import (
     AssociationAborted,
@@ -33,16 +40,30 @@ from tdwii_cli.net.errors import (
     ClosedBeforeAnswer,
     ConnectionLost,
     ContextRefused,
+    DeadlineMissed,
     HandshakeFailed,
     NetError,
+    PeerAborted,
+    PeerClosed,
     PeerTimeout,
+    PeerViolation,
     ProtocolViolation,
     Unreachable,
     Unresolvable,
+    UpperLayerError,
     closed_after_handshake,
 )
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.net.sockets import set_nodelay
+from tdwii_cli.net.upper import (
+    AssociateAccepted,
+    AssociateRejected,
+    MessageReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+    Role,
+    UpperLayer,
+)
 from tdwii_cli.tls.diagnosis import HandshakeFailure, describe_handshake_error
 
 log = logging.getLogger("tdwii.net")
@@ -74,18 +95,22 @@ def propose(
     return contexts
 
 
+_STREAMING = frozenset({dimse.C_FIND_RQ, dimse.C_GET_RQ, dimse.C_MOVE_RQ})
+
+
 class Association:
     """An established association: its socket, what the peer accepted, the TLS session."""
 
     def __init__(
         self,
-        sock: socket.socket,
+        channel: Channel,
         peer: str,
         options: ScuOptions,
         accepted: pdu.AssociateAC,
         proposed: Sequence[pdu.PresentationContext],
     ) -> None:
-        self.sock = sock
+        self.channel = channel
+        self.sock = channel.sock
         self.peer = peer
         self.options = options
         self.accepted = accepted
@@ -138,26 +163,43 @@ class Association:
         return self._message_id
 
     def send(self, command: Command, dataset: bytes | None, context: AcceptedContext) -> None:
-        """Send one message on `context`, fragmented to the peer's maximum PDU."""
-        self.sock.sendall(dimse.encode_message(context.id, command, dataset, self.max_pdu))
+        """Send one message on `context`, fragmented to the peer's maximum PDU, within the
+        DIMSE timeout."""
+        data = self.channel.layer.send_message(context.id, command, dataset, self.max_pdu)
+        self.channel.send(data, self.options.dimse_timeout)
 
     def receive(self) -> Message:
-        """The next message from the peer (within the DIMSE timeout)."""
-        return dimse.read_message(self.sock)
+        """The next message from the peer: each of its PDUs whole within the DIMSE timeout."""
+        timeout = self.options.dimse_timeout
+        event = self.channel.next_event(timeout, timeout)
+        if isinstance(event, MessageReceived):
+            return event.message
+        if isinstance(event, ReleaseRequested):  # the peer ends it: let it, then say so
+            with contextlib.suppress(OSError, ValueError, UpperLayerError):
+                self.channel.send(self.channel.layer.release_response(), 1.0)
+            raise AssociationAborted(
+                self.peer, "the peer released the association before answering", tls=self.tls
+            )
+        raise PeerViolation(f"{type(event).__name__} on an established association")
+
+    @property
+    def tls(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket)
 
     def response(self, request: Command) -> Message:
-        """The next message, checked to be a response to `request` (`ProtocolError` if not)."""
+        """The next message, checked to be a response to `request` (`PeerViolation` if
+        not)."""
         message = self.receive()
         rsp = message.command
         expected = request.field | 0x8000
         if rsp.field != expected:
-            raise pdu.ProtocolError(
+            raise PeerViolation(
                 f"expected a response 0x{expected:04X}, got Command Field 0x{rsp.field:04X}"
             )
         if rsp.status is None:
-            raise pdu.ProtocolError(f"{rsp.name} without a Status")
+            raise PeerViolation(f"{rsp.name} without a Status")
         if rsp.responding_to != request.message_id:
-            raise pdu.ProtocolError(
+            raise PeerViolation(
                 f"{rsp.name} answers message {rsp.responding_to}, not {request.message_id}"
             )
         return message
@@ -165,13 +207,17 @@ class Association:
     def request(
         self, command: Command, dataset: bytes | None, context: AcceptedContext
     ) -> Iterator[Message]:
-        """Send `command` (with `dataset`) and yield its responses: the pending ones
-        (C-FIND FF00/FF01) as they come, then the final one."""
+        """Send `command` (with `dataset`) and yield its responses: for C-FIND, C-GET and
+        C-MOVE the pending ones as they come, then the final one; for any other request
+        its one response (a Pending status there is the peer's error, for the caller to
+        judge, not a promise of more)."""
         self.send(command, dataset, context)
+        streams = command.field in _STREAMING
         while True:
             message = self.response(command)
             yield message
-            if message.command.status is None or not is_pending(message.command.status):
+            status = message.command.status
+            if not streams or status is None or not is_pending(status):
                 return
 
     def cancel(self, request: Command, context: AcceptedContext) -> None:
@@ -215,14 +261,16 @@ def connect(host: str, port: int, ctx: ssl.SSLContext | None, options: ScuOption
 
 
 def _associate(
-    sock: socket.socket,
+    channel: Channel,
     peer: str,
     options: ScuOptions,
     contexts: Sequence[pdu.PresentationContext],
     tls_on: bool,
     mutual: bool,
 ) -> pdu.AssociateAC:
-    """A-ASSOCIATE-RQ/AC, with the errors only this first exchange can tell apart."""
+    """A-ASSOCIATE-RQ, and the AC whole within the ACSE timeout; the errors only this
+    first exchange can tell apart."""
+    sock = channel.sock
     if log.isEnabledFor(logging.DEBUG):
         for cx in contexts:
             log.debug(
@@ -235,28 +283,32 @@ def _associate(
                 ", ".join(uid_name(ts) for ts in cx.transfer_syntaxes),
                 pdu.MAX_PDU,
             )
+    timeout = options.acse_timeout
     try:
-        sock.sendall(pdu.associate_rq(options.calling_aet, options.called_aet, contexts))
-        pdu_type, payload = pdu.read_pdu(sock)
+        rq = pdu.associate_rq(options.calling_aet, options.called_aet, contexts)
+        channel.send(channel.layer.request(rq), timeout)
+        event = channel.next_event(timeout, timeout)
     except ssl.SSLError as exc:
         if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
             raise HandshakeFailed(peer, _failure(exc, sock)) from None
         raise _closed(peer, sock, mutual) from None
-    except TimeoutError:
+    except DeadlineMissed:
         raise PeerTimeout(peer) from None
-    except (pdu.Closed, OSError) as exc:
+    except PeerAborted:
+        # an A-ABORT over an established TLS session: our certificate was accepted
+        raise AssociationAborted(
+            peer, "A-ABORT in answer to the association request", tls=tls_on
+        ) from None
+    except (PeerClosed, OSError) as exc:
         if not tls_on:
             # a TLS server reads our A-ASSOCIATE-RQ as a broken ClientHello and hangs up
             raise ClosedBeforeAnswer(peer, tls=False) from None
         raise _closed(peer, sock, mutual) from exc
-    if pdu_type == pdu.A_ASSOCIATE_RJ:
-        raise AssociationRejected(peer, options.called_aet, str(pdu.parse_associate_rj(payload)))
-    if pdu_type == pdu.A_ABORT:
-        # an A-ABORT over an established TLS session: our certificate was accepted
-        raise AssociationAborted(peer, "A-ABORT in answer to the association request", tls=tls_on)
-    if pdu_type != pdu.A_ASSOCIATE_AC:
-        raise pdu.ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} after A-ASSOCIATE-RQ")
-    return pdu.parse_associate_ac(payload)
+    if isinstance(event, AssociateRejected):
+        raise AssociationRejected(peer, options.called_aet, str(event.reject))
+    if not isinstance(event, AssociateAccepted):  # pragma: no cover - the layer allows no other
+        raise PeerViolation(f"{type(event).__name__} in answer to the association request")
+    return event.accept
 
 
 def _failure(exc: BaseException, sock: socket.socket) -> HandshakeFailure:
@@ -278,16 +330,26 @@ def _closed(peer: str, sock: socket.socket, mutual: bool) -> NetError:
     return ClosedBeforeAnswer(peer, tls=True)
 
 
-def release(sock: socket.socket) -> None:
-    """A-RELEASE-RQ, then wait for the RP (a peer that just closes is fine too)."""
-    sock.sendall(pdu.RELEASE_RQ)
+def release(channel: Channel, timeout: float) -> None:
+    """A-RELEASE-RQ, then its RP whole within `timeout` (late responses to a cancelled
+    request are passed over; a peer that aborts or just closes has released too)."""
+    layer = channel.layer
+    deadline = time.monotonic() + timeout
     try:
+        channel.send(layer.release(), timeout)
         while True:
-            pdu_type, _ = pdu.read_pdu(sock)
-            if pdu_type in (pdu.A_RELEASE_RP, pdu.A_ABORT):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineMissed("release", timeout)
+            event = channel.next_event(remaining, remaining)
+            if isinstance(event, ReleaseConfirmed):
                 return
-    except (pdu.Closed, pdu.ProtocolError, OSError):
-        return
+            if isinstance(event, ReleaseRequested):  # a release collision: answer it too
+                channel.send(layer.release_response(), remaining)
+    except (PeerAborted, PeerClosed, OSError):
+        return  # the work is done and the peer has gone: that ends it too
+    except (DeadlineMissed, PeerViolation) as exc:  # the work is done: say so, go on
+        log.warning("the peer did not confirm the release: %s", exc)
 
 
 @contextmanager
@@ -304,19 +366,20 @@ def open_association(
     """An association proposing `contexts` (see `propose`), released after the body.
 
     Every abstract syntax in `required` (default: all proposed) must be accepted,
-    else the association is released and `ContextRefused` raised. The socket's
-    timeout is the DIMSE timeout inside the body (the ACSE timeout while
-    associating and releasing). Failures in the body are translated too; a
-    `NetError` from the body passes through, and on any failure the peer gets an
-    A-ABORT and the connection is closed.
+    else the association is released and `ContextRefused` raised. Each PDU is awaited
+    within the DIMSE timeout inside the body (the ACSE timeout while associating and
+    releasing). Failures in the body are translated too; a `NetError` from the body
+    passes through, and on any failure (Ctrl-C included) the peer gets an A-ABORT and
+    the connection is closed.
     """
     peer = f"{host}:{port}"
     tls_on = ctx is not None
     sock = connect(host, port, ctx, options)
+    channel = Channel(sock, UpperLayer(Role.REQUESTOR, max_pdata=pdu.MAX_PDU))
     established = False
     try:
-        acc = _associate(sock, peer, options, contexts, tls_on, mutual)
-        assoc = Association(sock, peer, options, acc, contexts)
+        acc = _associate(channel, peer, options, contexts, tls_on, mutual)
+        assoc = Association(channel, peer, options, acc, contexts)
         netlog.association_accepted(
             peer,
             options.calling_aet,
@@ -325,39 +388,40 @@ def open_association(
             [(cx.abstract_syntax, cx.transfer_syntax) for cx in assoc.accepted_contexts],
             assoc.rejected_contexts,
         )
+        established = True
         wanted = [cx.abstract_syntax for cx in contexts] if required is None else required
         for abstract in dict.fromkeys(wanted):
             if not any(cx.abstract_syntax == abstract for cx in assoc.accepted_contexts):
-                release(sock)
+                established = False
+                release(channel, options.acse_timeout)
                 raise ContextRefused(peer, options.called_aet, abstract)
-        sock.settimeout(options.dimse_timeout)
-        established = True
         yield assoc
-        sock.settimeout(options.acse_timeout)
         established = False
-        release(sock)
+        release(channel, options.acse_timeout)
         netlog.association_released(peer)
     except NetError:
         raise
-    except TimeoutError:
+    except DeadlineMissed:
         raise PeerTimeout(peer) from None
     except ssl.SSLError as exc:  # TLS 1.3: the server's verdict on our certificate comes late
         raise HandshakeFailed(peer, _failure(exc, sock)) from None
-    except (pdu.AbortReceived, pdu.Closed) as exc:
+    except (PeerAborted, PeerClosed) as exc:
+        established = False
         raise AssociationAborted(peer, str(exc), tls=tls_on) from None
-    except pdu.ProtocolError as exc:
+    except PeerViolation as exc:
+        established = False
+        _send_quietly(sock, exc.abort)
         raise ProtocolViolation(peer, str(exc)) from None
     except OSError as exc:
         raise ConnectionLost(peer, exc.strerror or str(exc)) from None
     finally:
-        if established:  # the body failed: tell the peer (PS3.8 A-ABORT) before closing
-            _abort_quietly(sock)
+        if established:  # the body failed or was interrupted: tell the peer (A-ABORT)
+            _send_quietly(sock, channel.layer.abort())
         sock.close()
 
 
-def _abort_quietly(sock: socket.socket) -> None:
-    try:
-        sock.settimeout(1.0)
-        sock.sendall(pdu.ABORT)
-    except (OSError, ValueError):
-        pass
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send `data` (an A-ABORT) if the peer takes it within a second; never raise."""
+    if data:
+        with contextlib.suppress(OSError, ValueError, DeadlineMissed):
+            send_all(sock, data, 1.0)

@@ -4,18 +4,24 @@
 the group 0000 command set (always Implicit VR Little Endian, with its group
 length) and `Command.decode()` reads one back, refusing what the standard does
 not allow (a multi-valued or odd-length US, a command set that is not group 0000).
-`read_message` joins the P-DATA-TF fragments of the next message.
+`MessageAssembler` joins the P-DATA-TF fragments of messages (the upper layer,
+`tdwii_cli.net.upper`, feeds it).
 Data sets stay bytes here: encoding them is `tdwii_cli.dicom.codec`'s job.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from dataclasses import dataclass, field
 
 from tdwii_cli.net import pdu
-from tdwii_cli.net.pdu import ProtocolError
+from tdwii_cli.net.errors import ABORT_INVALID_PARAMETER, PeerViolation
+
+
+def _malformed(message: str) -> PeerViolation:
+    """A malformed command set or message: the association is aborted (invalid parameter)."""
+    return PeerViolation(message, ABORT_INVALID_PARAMETER)
+
 
 # Command Field values (PS3.7 E.1)
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
@@ -159,14 +165,14 @@ class Command:
 
     @classmethod
     def decode(cls, data: bytes) -> Command:
-        """A command set's fields; `ProtocolError` for anything the standard does not allow."""
+        """A command set's fields; `PeerViolation` for anything the standard does not allow."""
         values = _elements(data)
         fld = _read_us(values, _COMMAND_FIELD)
         if fld is None:
-            raise ProtocolError("a command set without a Command Field")
+            raise _malformed("a command set without a Command Field")
         kind = _read_us(values, _DATA_SET_TYPE)
         if kind is None:
-            raise ProtocolError(f"{NAMES.get(fld, hex(fld))} without a Command Data Set Type")
+            raise _malformed(f"{NAMES.get(fld, hex(fld))} without a Command Data Set Type")
         sop_class = _read_text(values, _AFFECTED_SOP_CLASS) or _read_text(
             values, _REQUESTED_SOP_CLASS
         )
@@ -175,7 +181,7 @@ class Command:
         )
         attrs = values.get(_ATTRIBUTE_LIST, b"")
         if len(attrs) % 4:
-            raise ProtocolError("an Attribute Identifier List whose length is not a multiple of 4")
+            raise _malformed("an Attribute Identifier List whose length is not a multiple of 4")
         tags = tuple(
             (g << 16) | e
             for g, e in (struct.unpack("<HH", attrs[i : i + 4]) for i in range(0, len(attrs), 4))
@@ -211,16 +217,12 @@ def _elements(data: bytes) -> dict[int, bytes]:
     pos = 0
     while pos < len(data):
         if pos + 8 > len(data):
-            raise ProtocolError("a truncated command set element")
+            raise _malformed("a truncated command set element")
         group, elem, length = struct.unpack("<HHL", data[pos : pos + 8])
         if group != 0x0000:
-            raise ProtocolError(
-                f"a command set element ({group:04X},{elem:04X}) outside group 0000"
-            )
+            raise _malformed(f"a command set element ({group:04X},{elem:04X}) outside group 0000")
         if pos + 8 + length > len(data):
-            raise ProtocolError(
-                f"command set element (0000,{elem:04X}) longer than the command set"
-            )
+            raise _malformed(f"command set element (0000,{elem:04X}) longer than the command set")
         out[elem] = data[pos + 8 : pos + 8 + length]
         pos += 8 + length
     return out
@@ -231,7 +233,7 @@ def _read_us(values: dict[int, bytes], elem: int) -> int | None:
     if raw is None:
         return None
     if len(raw) != 2:
-        raise ProtocolError(f"command element (0000,{elem:04X}) is not one US value")
+        raise _malformed(f"command element (0000,{elem:04X}) is not one US value")
     return int(struct.unpack("<H", raw)[0])
 
 
@@ -271,8 +273,8 @@ class MessageAssembler:
 
     A data set longer than `max_message` is counted, not kept: with `discard` its
     message comes back `too_large` once its last fragment has arrived (up to
-    `DISCARD_FACTOR` times the limit is read and dropped; more is a `ProtocolError`),
-    without it the excess is a `ProtocolError` at once.
+    `DISCARD_FACTOR` times the limit is read and dropped; more is a `PeerViolation`),
+    without it the excess is a `PeerViolation` at once.
     """
 
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE, *, discard: bool = False) -> None:
@@ -299,14 +301,14 @@ class MessageAssembler:
             if self._context is None:
                 self._context = cid
             elif cid != self._context:
-                raise ProtocolError("a message whose fragments use different contexts")
-            last = bool(header & 0x02)
-            if header & 0x01:  # command
+                raise _malformed("a message whose fragments use different contexts")
+            last = bool(header & pdu.PDV_LAST)
+            if header & pdu.PDV_COMMAND:
                 if self._command is not None:
-                    raise ProtocolError("a command fragment after a complete command set")
+                    raise _malformed("a command fragment after a complete command set")
                 self._size += len(fragment)
                 if self._size > MAX_COMMAND_SET:
-                    raise ProtocolError(f"a command set longer than {MAX_COMMAND_SET} bytes")
+                    raise _malformed(f"a command set longer than {MAX_COMMAND_SET} bytes")
                 self._parts.append(fragment)
                 if last:
                     self._command = Command.decode(b"".join(self._parts))
@@ -316,15 +318,13 @@ class MessageAssembler:
                         self._reset()
                 continue
             if self._command is None:
-                raise ProtocolError("a data set fragment before its command set")
+                raise _malformed("a data set fragment before its command set")
             self._size += len(fragment)
             if self._size > self.max_message:
                 if not self.discard:
-                    raise ProtocolError(f"a DIMSE message longer than {self.max_message} bytes")
+                    raise _malformed(f"a DIMSE message longer than {self.max_message} bytes")
                 if self._size > DISCARD_FACTOR * self.max_message:
-                    raise ProtocolError(
-                        f"a data set far over the limit of {self.max_message} bytes"
-                    )
+                    raise _malformed(f"a data set far over the limit of {self.max_message} bytes")
                 self._too_large = True
                 self._parts = []
             elif not self._too_large:
@@ -334,23 +334,3 @@ class MessageAssembler:
                 done.append(Message(cid, self._command, data, too_large=self._too_large))
                 self._reset()
         return done
-
-
-def read_message(
-    sock: socket.socket, max_pdata: int = pdu.MAX_PDU, max_message: int = DEFAULT_MAX_MESSAGE
-) -> Message:
-    """The next complete DIMSE message (its P-DATA-TF fragments joined).
-
-    An A-ABORT raises `pdu.AbortReceived`, any PDU but P-DATA-TF (or a message
-    longer than `max_message`, or a malformed one) `ProtocolError`.
-    """
-    assembler = MessageAssembler(max_message)
-    while True:
-        pdu_type, payload = pdu.read_pdu(sock, max_pdata)
-        if pdu_type == pdu.A_ABORT:
-            raise pdu.AbortReceived(payload)
-        if pdu_type != pdu.P_DATA_TF:
-            raise ProtocolError(f"expected P-DATA-TF, got PDU type 0x{pdu_type:02X}")
-        done = assembler.feed(payload)
-        if done:
-            return done[0]

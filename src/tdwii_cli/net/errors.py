@@ -1,5 +1,14 @@
 """Why talking to a peer failed, as typed errors that carry the reason and the exit code.
 
+Two branches under the project's `TdwiiError`:
+
+- `UpperLayerError`: what the sans-IO upper layer (`tdwii_cli.net.upper`) and its socket
+  adapters (`tdwii_cli.net.channel`) raise, knowing nothing of the peer's address: a
+  `PeerViolation` (with the A-ABORT to send), `PeerAborted`, `PeerClosed`,
+  `DeadlineMissed`.
+- `NetError`: what a client command meets, with the peer's address and the exit code
+  (`tdwii_cli.net.association` translates the first into these).
+
 They say what happened, to whom; what a person should change (which option) is
 not said here: `tdwii_cli.cli.hints` adds that on the command line, so the
 server's log, which uses the same errors, never tells anyone to change an option.
@@ -11,6 +20,61 @@ from tdwii_cli import exitcodes
 from tdwii_cli.dicom.uids import uid_name
 from tdwii_cli.errors import TdwiiError
 from tdwii_cli.tls.diagnosis import HandshakeFailure
+
+# A-ABORT source 2 (service provider) reasons, PS3.8 table 9-26
+ABORT_NOT_SPECIFIED = 0
+ABORT_UNRECOGNIZED_PDU = 1
+ABORT_UNEXPECTED_PDU = 2
+ABORT_UNRECOGNIZED_PARAMETER = 4
+ABORT_UNEXPECTED_PARAMETER = 5
+ABORT_INVALID_PARAMETER = 6
+
+
+class UpperLayerError(TdwiiError):
+    """The DICOM upper layer protocol (PS3.8) did not go as it must."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exitcodes.ASSOC_ABORTED)
+
+
+class PeerViolation(UpperLayerError):
+    """The peer broke the protocol; `abort` is the A-ABORT PDU to send it (source: service
+    provider, `reason` from PS3.8 table 9-26) before closing."""
+
+    def __init__(self, message: str, reason: int = ABORT_UNEXPECTED_PDU) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def abort(self) -> bytes:
+        return bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 2, self.reason))
+
+
+class PeerAborted(UpperLayerError):
+    """An A-ABORT PDU really received (the peer speaks DICOM to us, over TLS if any)."""
+
+    def __init__(self, source: int = 0, reason: int = 0) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"A-ABORT from {_ABORT_SOURCES.get(source, 'the peer')}")
+
+
+_ABORT_SOURCES = {0: "the peer (service user)", 1: "reserved", 2: "the peer (service provider)"}
+
+
+class PeerClosed(UpperLayerError):
+    """The peer closed the connection without an A-ABORT (or reset it)."""
+
+    def __init__(self, message: str = "the peer closed the connection") -> None:
+        super().__init__(message)
+
+
+class DeadlineMissed(UpperLayerError, TimeoutError):
+    """What we waited for did not come whole in time; `stage` says what ("idle", "PDU",
+    "send", ...)."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        self.stage, self.seconds = stage, seconds
+        super().__init__(f"{stage} deadline of {seconds:g} s passed")
 
 
 class NetError(TdwiiError):

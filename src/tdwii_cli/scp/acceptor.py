@@ -26,9 +26,11 @@ from tdwii_cli.dicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
 )
-from tdwii_cli.net import framing, pdu
 from tdwii_cli.net import log as netlog
+from tdwii_cli.net.channel import send_all
+from tdwii_cli.net.errors import DeadlineMissed
 from tdwii_cli.net.negotiation import CALLING_NOT_RECOGNIZED, LOCAL_LIMIT, Acceptance, Refusal
+from tdwii_cli.net.upper import Role, UpperLayer
 from tdwii_cli.scp.frontend import Arrival, Frontend
 from tdwii_cli.scp.limits import Limits, LimitSettings
 from tdwii_cli.scp.messages import Gate, Handler
@@ -136,6 +138,7 @@ class Acceptor:
             self.ssl_context,
             self.limits,
             self._on_request,
+            self._new_layer,
             handshake_timeout=self.config.handshake_timeout,
             artim=self.settings.acse_timeout,
             on_refused=self.gate.refused if self.gate is not None else None,
@@ -151,15 +154,17 @@ class Acceptor:
         if self.frontend is not None:
             self.frontend.ssl_context = ssl_context
 
+    def _new_layer(self) -> UpperLayer:
+        """The upper layer of a connection just accepted (Sta2)."""
+        s = self.settings
+        return UpperLayer(
+            Role.ACCEPTOR, max_pdata=s.max_pdu, max_message=s.max_message, discard=True
+        )
+
     # -- an A-ASSOCIATE-RQ has arrived (on a front end thread) ---------------------------
 
     def _on_request(self, arrival: Arrival) -> None:
-        try:
-            rq = pdu.parse_associate_rq(arrival.payload)
-        except pdu.ProtocolError as exc:
-            log.warning("%s: closed: a malformed A-ASSOCIATE-RQ: %s", _who(arrival), exc)
-            self._close(arrival, pdu.abort(2, pdu.ABORT_INVALID_PARAMETER))
-            return
+        rq = arrival.request
         calling = netlog.printable(rq.calling)
         answer = self.acceptance.answer(rq)
         if isinstance(answer, Refusal):
@@ -167,11 +172,11 @@ class Acceptor:
             return
         why = self.gate.admit(rq.calling, arrival.identity) if self.gate is not None else None
         if why is not None:  # the gate has logged it, with the certificate
-            self._close(arrival, CALLING_NOT_RECOGNIZED.encode())
+            self._close(arrival, arrival.layer.reject(CALLING_NOT_RECOGNIZED.encode()))
             return
         with self._lock:
             if self._stopping:
-                self._close(arrival, pdu.abort())
+                self._close(arrival, arrival.layer.abort())
                 return
             if not self.limits.take_slot(arrival.host):
                 self._refuse(arrival, LOCAL_LIMIT, calling, slots=True)
@@ -189,6 +194,12 @@ class Acceptor:
                 done = self._sessions.pop(session, None)
             if done is not None:
                 done.set()
+        if session.released:  # the association is over; its requestor closes the connection
+            frontend = self.frontend
+            if frontend is not None:
+                session.await_close(frontend.linger)
+            else:
+                session.channel.close()
 
     def _refuse(
         self, arrival: Arrival, refusal: Refusal, calling: str, slots: bool = False
@@ -200,11 +211,11 @@ class Acceptor:
                 f" ({s.max_associations} associations, {s.max_associations_per_host} per host)"
             )
         log.warning("%s: association rejected: %s (calling AE %s)", _who(arrival), detail, calling)
-        self._close(arrival, refusal.encode())
+        self._close(arrival, arrival.layer.reject(refusal.encode()))
 
     def _close(self, arrival: Arrival, last: bytes) -> None:
-        with contextlib.suppress(OSError, ValueError, framing.Deadline):
-            framing.send_all(arrival.sock, last, 1.0)
+        with contextlib.suppress(OSError, ValueError, DeadlineMissed):
+            send_all(arrival.sock, last, 1.0)
         with contextlib.suppress(OSError, ValueError):
             arrival.sock.close()
 

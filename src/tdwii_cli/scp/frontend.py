@@ -8,8 +8,14 @@ parallel) and hands the connection back to the selector. Deadlines: the whole
 TLS handshake within `handshake_timeout`, then the whole A-ASSOCIATE-RQ within
 the ARTIM time (`artim`). A connection that misses one, breaks the protocol, or
 is over a limit is closed (with an A-ABORT when it speaks DICOM), and logged
-once; refusals at accept are logged at most once per host every few seconds. A
-complete A-ASSOCIATE-RQ goes to `on_request` on a pool thread.
+once; refusals at accept are logged at most once per host every few seconds. The
+protocol is each connection's `UpperLayer` (acceptor role, made by `new_layer`): the
+bytes read go in, and once it reports a whole A-ASSOCIATE-RQ the connection (its socket
+blocking again, the layer in Sta3 holding whatever the requestor sent after the RQ)
+goes to `on_request` on a pool thread. When the TLS handshake is done and the request
+has not come, the kernel is told to acknowledge at once (TCP_QUICKACK): a client that
+leaves Nagle's algorithm on holds its A-ASSOCIATE-RQ until its Finished is acknowledged,
+40 ms of delayed ACK otherwise.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tdwii_cli.net import log as netlog
-from tdwii_cli.net import pdu
+from tdwii_cli.net.channel import quickack
+from tdwii_cli.net.errors import PeerAborted, PeerClosed, PeerViolation
+from tdwii_cli.net.pdu import AssociateRQ
 from tdwii_cli.net.sockets import format_peer, set_nodelay
+from tdwii_cli.net.upper import AssociateRequested, UpperLayer
 from tdwii_cli.scp.limits import Limits, host_key
 from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.context import quiet_after_handshake
@@ -39,21 +48,36 @@ from tdwii_cli.tls.transcript import client_hello, peer_certificate, peer_subjec
 
 log = logging.getLogger("tdwii.serve")
 
-MAX_ASSOCIATE_RQ = 1 << 17  # 128 KiB: 128 contexts with many transfer syntaxes fit easily
 _REFUSAL_LOG_EVERY = 5.0
 _CHUNK = 1 << 16
 
 
 @dataclass
 class Arrival:
-    """A connection whose A-ASSOCIATE-RQ has arrived whole (its socket blocking again)."""
+    """A connection whose A-ASSOCIATE-RQ has arrived whole (its socket blocking again, its
+    layer in Sta3 awaiting our answer)."""
 
     sock: socket.socket
     peer: str
     host: str
     identity: PeerIdentity
-    payload: bytes  # the A-ASSOCIATE-RQ's payload
-    leftover: bytes = b""  # what the requestor sent after it (it should wait for the AC)
+    layer: UpperLayer
+    request: AssociateRQ
+
+
+@dataclass(eq=False)
+class _Closing:
+    """A released association's socket, awaiting its requestor's close until `deadline`."""
+
+    sock: socket.socket
+    deadline: float
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.sock.close()
+
+
+_MAX_CLOSING = 4096  # sockets awaiting a close at once; beyond, the oldest is closed
 
 
 @dataclass(eq=False)
@@ -63,8 +87,9 @@ class _Pending:
     host: str
     tls: bool
     deadline: float
+    layer: UpperLayer
     stage: str = "TLS handshake"
-    buffer: bytearray = field(default_factory=bytearray)
+    received: bool = False  # a byte of the A-ASSOCIATE-RQ has come
     identity: PeerIdentity | None = None
 
 
@@ -77,6 +102,7 @@ class Frontend:
         ssl_context: ssl.SSLContext | None,
         limits: Limits,
         on_request: Callable[[Arrival], None],
+        new_layer: Callable[[], UpperLayer],
         *,
         handshake_timeout: float,
         artim: float,
@@ -87,12 +113,15 @@ class Frontend:
         self.ssl_context = ssl_context
         self.limits = limits
         self.on_request = on_request
+        self.new_layer = new_layer
         self.handshake_timeout = handshake_timeout
         self.artim = artim
         self.on_refused = on_refused  # told of each refused handshake and certificate
         self._selector = selectors.DefaultSelector()
         self._pool = StepPool(workers or max(2, min(8, os.cpu_count() or 2)), "tdwii-handshake")
         self._waiting: set[_Pending] = set()  # registered with the selector
+        self._closing: dict[_Closing, _Closing] = {}  # released, awaiting the close; oldest first
+        self._closing_in: list[_Closing] = []  # handed over, not registered yet
         self._returns: list[tuple[_Pending, int]] = []  # back from a step: (conn, events)
         self._returns_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -117,12 +146,15 @@ class Frontend:
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)
+                    elif isinstance(key.data, _Closing):
+                        self._drain(key.data)
                     else:
                         conn: _Pending = key.data
                         self._selector.unregister(conn.sock)
                         self._waiting.discard(conn)
                         self._pool.submit(self._step, conn)
                 self._take_returns()
+                self._take_closing()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._expire(now)
@@ -165,7 +197,9 @@ class Frontend:
                         raw, server_side=True, do_handshake_on_connect=False
                     )
                 now = time.monotonic()
-                conn = _Pending(sock, peer, host, tls, now + self.handshake_timeout)
+                conn = _Pending(
+                    sock, peer, host, tls, now + self.handshake_timeout, self.new_layer()
+                )
                 if not tls:
                     conn.stage, conn.deadline = "A-ASSOCIATE-RQ", now + self.artim
                     conn.identity = PeerIdentity(address=peer)
@@ -217,16 +251,65 @@ class Frontend:
             self._selector.unregister(conn.sock)
             self._waiting.discard(conn)
             self._too_late(conn)
+        while self._closing and next(iter(self._closing.values())).deadline <= now:
+            self._closed(next(iter(self._closing.values())))
+
+    # -- released associations awaiting their requestor's close (Sta13) -------------------
+
+    def linger(self, sock: socket.socket, seconds: float) -> None:
+        """Wait (up to `seconds`) for the peer of a released association to close `sock`,
+        then close it; thread-safe. Reads nothing but the close."""
+        with self._returns_lock:
+            self._closing_in.append(_Closing(sock, time.monotonic() + seconds))
+        self._wake()
+
+    def _take_closing(self) -> None:
+        with self._returns_lock:
+            arrived, self._closing_in = self._closing_in, []
+        for item in arrived:
+            if self._stopping.is_set():
+                item.close()
+                continue
+            try:
+                item.sock.setblocking(False)
+                self._selector.register(item.sock, selectors.EVENT_READ, item)
+            except (OSError, ValueError):
+                item.close()
+                continue
+            self._closing[item] = item
+            if len(self._closing) > _MAX_CLOSING:  # the oldest waits no longer
+                self._closed(next(iter(self._closing.values())))
+
+    def _drain(self, item: _Closing) -> None:
+        """Read and drop what comes before the close; close at the close."""
+        for _ in range(16):
+            try:
+                if item.sock.recv(_CHUNK):
+                    continue
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return
+            except (OSError, ValueError):
+                pass
+            break
+        self._closed(item)
+
+    def _closed(self, item: _Closing) -> None:
+        self._closing.pop(item, None)
+        with contextlib.suppress(Exception):
+            self._selector.unregister(item.sock)
+        item.close()
 
     def _too_late(self, conn: _Pending) -> None:
         seconds = self.handshake_timeout if conn.stage == "TLS handshake" else self.artim
         self._drop(
             conn,
             f"{conn.stage} not completed within {seconds:g} s",
-            abort=conn.stage != "TLS handshake",
+            abort=conn.layer.abort(2) if conn.stage != "TLS handshake" else b"",
         )
 
     def _close_all(self) -> None:
+        for item in list(self._closing):
+            self._closed(item)
         for conn in list(self._waiting):
             with contextlib.suppress(Exception):
                 self._selector.unregister(conn.sock)
@@ -277,6 +360,9 @@ class Frontend:
                     return self._drop(conn, f"certificate refused: {why}")
                 quiet_after_handshake(conn.sock)  # no more transcript: it costs per record
                 conn.stage, conn.deadline = "A-ASSOCIATE-RQ", time.monotonic() + self.artim
+                if not self._read_request(conn):
+                    quickack(conn.sock)  # acknowledge the client's Finished now
+                return
             self._read_request(conn)
         except Exception as exc:  # never lose a pool thread or a connection's count
             log.error("%s: unexpected error before association: %r", conn.peer, exc)
@@ -301,57 +387,44 @@ class Frontend:
         except Exception as exc:  # auditing must never stop the server
             log.warning("%s: cannot record the refusal: %r", conn.peer, exc)
 
-    def _read_request(self, conn: _Pending) -> None:
-        sock = conn.sock
+    def _read_request(self, conn: _Pending) -> bool:
+        """Read what has come of the A-ASSOCIATE-RQ; False when the connection went back to
+        the selector to wait for more."""
+        sock, layer = conn.sock, conn.layer
         while True:
-            if len(conn.buffer) >= 6:
-                pdu_type, _, length = struct.unpack_from(">BBL", conn.buffer)
-                if pdu_type == pdu.A_ABORT:
-                    return self._drop(conn, "A-ABORT before associating")
-                if pdu_type != pdu.A_ASSOCIATE_RQ:
-                    reason = (
-                        pdu.ABORT_UNEXPECTED_PDU
-                        if pdu.A_ASSOCIATE_RQ <= pdu_type <= pdu.A_ABORT
-                        else pdu.ABORT_UNRECOGNIZED_PDU
-                    )
-                    return self._drop(
-                        conn,
-                        f"PDU type 0x{pdu_type:02X} instead of an A-ASSOCIATE-RQ",
-                        abort=True,
-                        reason=reason,
-                    )
-                if length > MAX_ASSOCIATE_RQ:
-                    return self._drop(
-                        conn,
-                        f"an A-ASSOCIATE-RQ of {length} bytes, over {MAX_ASSOCIATE_RQ}",
-                        abort=True,
-                        reason=pdu.ABORT_INVALID_PARAMETER,
-                    )
-                if len(conn.buffer) >= 6 + length:
-                    return self._arrived(conn, length)
+            try:
+                event = layer.next_event()
+            except PeerViolation as exc:
+                self._drop(conn, exc.message, abort=exc.abort)
+                return True
+            except PeerAborted:
+                self._drop(conn, "A-ABORT before associating")
+                return True
+            except PeerClosed:
+                why = "closed before its A-ASSOCIATE-RQ" if conn.received else ""
+                self._drop(conn, why, quiet=not why)
+                return True
+            if isinstance(event, AssociateRequested):
+                self._arrived(conn, event.request)
+                return True
             try:
                 chunk = sock.recv(_CHUNK)
             except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
-                return self._back(conn, selectors.EVENT_READ)
+                self._back(conn, selectors.EVENT_READ)
+                return False
             except ssl.SSLWantWriteError:
-                return self._back(conn, selectors.EVENT_WRITE)
+                self._back(conn, selectors.EVENT_WRITE)
+                return False
             except (OSError, ValueError) as exc:
-                return self._drop(conn, f"connection lost before A-ASSOCIATE-RQ: {exc}")
-            if not chunk:
-                return self._drop(
-                    conn,
-                    "closed before its A-ASSOCIATE-RQ" if conn.buffer else "",
-                    quiet=not conn.buffer,
-                )
-            conn.buffer += chunk
+                self._drop(conn, f"connection lost before A-ASSOCIATE-RQ: {exc}")
+                return True
+            conn.received = conn.received or bool(chunk)
+            layer.receive_data(chunk)
 
-    def _arrived(self, conn: _Pending, length: int) -> None:
+    def _arrived(self, conn: _Pending, request: AssociateRQ) -> None:
         self.limits.leave(conn.host)
-        data = bytes(conn.buffer)
         assert conn.identity is not None
-        arrival = Arrival(
-            conn.sock, conn.peer, conn.host, conn.identity, data[6 : 6 + length], data[6 + length :]
-        )
+        arrival = Arrival(conn.sock, conn.peer, conn.host, conn.identity, conn.layer, request)
         try:
             conn.sock.setblocking(True)
             self.on_request(arrival)
@@ -367,18 +440,17 @@ class Frontend:
         conn: _Pending,
         why: str,
         *,
-        abort: bool = False,
-        reason: int = 0,
+        abort: bytes = b"",
         quiet: bool = False,
     ) -> None:
-        """Close a pending connection (A-ABORT first when asked), count it out, log `why`."""
+        """Close a pending connection (sending `abort` first), count it out, log `why`."""
         if why and not quiet:
             # before the handshake is done: the certificate it sent, if any (transcript)
             subject = conn.identity.subject_cn if conn.identity else peer_subject_cn(conn.sock)
-            log.warning("%s: closed: %s", netlog.who(conn.peer, subject), why)
+            log.warning("%s: closed: %s", netlog.who(conn.peer, subject), netlog.printable(why))
         if abort:
             with contextlib.suppress(OSError, ValueError):
-                conn.sock.send(pdu.abort(2, reason))
+                conn.sock.send(abort)
         with contextlib.suppress(OSError, ValueError):
             conn.sock.close()
         self.limits.leave(conn.host)

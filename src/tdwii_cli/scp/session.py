@@ -1,17 +1,19 @@
-"""One accepted association, in its own thread: the PS3.8 acceptor state machine from the
-A-ASSOCIATE-AC to release or abort, with every read under a deadline.
+"""One accepted association, in its own thread: the acceptor's adapter of the upper layer
+(`tdwii_cli.net.upper`) from the A-ASSOCIATE-AC to release or abort, every read under a
+deadline.
 
 After the AC (Sta6) the session reads PDUs: the first byte of each within the
 network (idle) timeout, the whole PDU within the DIMSE timeout, a P-DATA-TF no
 longer than the maximum PDU we announced, a message's data set no longer than
 the message size limit (a longer one is discarded and refused with a status).
-P-DATA-TF messages go to the session's handler (for `tdwii serve`, the UPS SCP);
-an A-RELEASE-RQ is answered with an A-RELEASE-RP; an A-ABORT closes; any other
-PDU, a malformed message, a context we did not accept, or a missed deadline is an
-A-ABORT (source: service provider) and one log line naming the peer and its
-certificate subject. We never request a release ourselves, so there is no release
-collision to resolve. While a C-FIND streams, the session watches for C-CANCEL.
-`abort()` (from another thread, at shutdown) ends the session at once.
+Messages go to the session's handler (for `tdwii serve`, the UPS SCP); an
+A-RELEASE-RQ is answered with an A-RELEASE-RP, after which the requestor closes the
+connection (Sta13: `await_close`, run once the association's slot is free); an
+A-ABORT closes; anything the protocol does not allow, a context we did not accept,
+or a missed deadline is an A-ABORT (source: service provider) and one log line
+naming the peer and its certificate subject. We never request a release ourselves.
+While a C-FIND streams, the session watches for C-CANCEL. `abort()` (from another
+thread, at shutdown or to make room) ends the session at once.
 """
 
 from __future__ import annotations
@@ -23,14 +25,27 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tdwii_cli.dicom import status as st
-from tdwii_cli.net import dimse, framing, pdu
+from tdwii_cli.net import dimse
 from tdwii_cli.net import log as netlog
-from tdwii_cli.net.dimse import Message, MessageAssembler
+from tdwii_cli.net.channel import Channel
+from tdwii_cli.net.dimse import Message
+from tdwii_cli.net.errors import (
+    ABORT_INVALID_PARAMETER,
+    ABORT_NOT_SPECIFIED,
+    ABORT_UNEXPECTED_PARAMETER,
+    ABORT_UNEXPECTED_PDU,
+    DeadlineMissed,
+    PeerAborted,
+    PeerClosed,
+    PeerViolation,
+)
 from tdwii_cli.net.negotiation import Negotiated
+from tdwii_cli.net.upper import MessageReceived, ReleaseRequested
 from tdwii_cli.scp import replies
 from tdwii_cli.scp.messages import Handler, Request
 
@@ -39,6 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tdwii.serve")
 
+QUICK_CLOSE = 0.1  # how long a session thread waits for the requestor's close itself
+
 
 class _Released(Exception):
     """The peer asked for (and got) a release."""
@@ -46,18 +63,6 @@ class _Released(Exception):
 
 class _Stopping(Exception):
     """The server is stopping: abort after the request being served."""
-
-
-class _PeerAborted(Exception):
-    """The peer sent an A-ABORT."""
-
-
-class _Violation(Exception):
-    """The peer broke the protocol: abort with `reason` (PS3.8 table 9-26)."""
-
-    def __init__(self, message: str, reason: int = pdu.ABORT_UNEXPECTED_PDU) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -87,26 +92,26 @@ class Session:
         self.peer = arrival.peer
         self.host = arrival.host
         self.identity = arrival.identity
+        self.channel = Channel(arrival.sock, arrival.layer)
         self.negotiated = negotiated
         self.calling_ae = calling_ae
         self.called_ae = called_ae
         self.handler = handler
         self.settings = settings
-        self.reader = framing.PduReader(self.sock)
-        self._leftover = arrival.leftover
-        self.assembler = MessageAssembler(settings.max_message, discard=True)
         self._queued: deque[Message] = deque()
         self._aborting = threading.Event()
         self._interrupted: Exception | None = None  # what ended a C-FIND from inside
         self.busy = False  # serving a request: a release now breaks the protocol
+        self.released = False  # ended by a release: the requestor closes (Sta13)
         self.who = netlog.who(self.peer, self.identity.subject_cn)
 
     # -- the thread --------------------------------------------------------------------
 
     def run(self) -> None:
-        """Send the AC, serve until release or abort, close."""
+        """Send the AC, serve until release or abort; close, unless released (then
+        `await_close`)."""
         try:
-            self._send(self.negotiated.ac, self.settings.acse_timeout)
+            self._send(self.channel.layer.accept(self.negotiated.ac), self.settings.acse_timeout)
             netlog.association_accepted(
                 self.peer,
                 self.calling_ae,
@@ -118,38 +123,58 @@ class Session:
                 ],
                 self.negotiated.rejected,
             )
-            # a requestor that did not wait for the AC: what it sent is read in its turn
-            self.reader.push_back(self._leftover)
             self._serve()
         except _Released:
             netlog.association_released(self.who)
-        except _PeerAborted:
+            self.released = True
+        except PeerAborted:
             netlog.association_aborted(self.who, nothing_accepted=not self.negotiated.contexts)
-        except framing.Deadline as exc:
-            self._abort(
-                f"{exc.stage} deadline of {exc.seconds:g} s passed", pdu.ABORT_NOT_SPECIFIED
-            )
-        except framing.FramingError as exc:
-            self._abort(str(exc), exc.reason)
-        except _Violation as exc:
-            self._abort(str(exc), exc.reason)
-        except pdu.ProtocolError as exc:
-            self._abort(str(exc), pdu.ABORT_INVALID_PARAMETER)
-        except _Stopping:
-            self._abort("the server is stopping", pdu.ABORT_NOT_SPECIFIED)
-        except (pdu.Closed, OSError, ValueError) as exc:
+        except DeadlineMissed as exc:
             if self._aborting.is_set():
-                self._abort("the server is stopping", pdu.ABORT_NOT_SPECIFIED)
+                self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
+            else:
+                self._abort(
+                    f"{exc.stage} deadline of {exc.seconds:g} s passed", ABORT_NOT_SPECIFIED
+                )
+        except PeerViolation as exc:
+            self._abort(str(exc), exc.reason, pdu_bytes=exc.abort)
+        except _Stopping:
+            self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
+        except (PeerClosed, OSError, ValueError) as exc:
+            if self._aborting.is_set():
+                self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
             elif not self.negotiated.contexts:  # nothing to do here: leaving is normal
                 log.info("%s: closed: we accepted none of its contexts", self.who)
             else:
                 log.warning("%s: connection lost without release: %s", self.who, _words(exc))
         except Exception:  # a bug must cost this association only, and say so
             log.exception("%s: association failed", self.who)
-            self._abort("internal error", pdu.ABORT_NOT_SPECIFIED, quiet=True)
+            self._abort("internal error", ABORT_NOT_SPECIFIED, quiet=True)
         finally:
-            with contextlib.suppress(OSError, ValueError):
-                self.sock.close()
+            if not self.released:
+                self.channel.close()
+
+    def await_close(self, hand_over: Callable[[socket.socket, float], None]) -> None:
+        """Sta13 after our A-RELEASE-RP: the requestor closes the connection (closing first
+        ourselves makes its late TLS close_notify meet a reset). Wait briefly here, then
+        `hand_over` the socket with the ARTIM time left to whoever waits for many."""
+        sock = self.sock
+        deadline = time.monotonic() + QUICK_CLOSE
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                if not sock.recv(4096):  # what comes before the close is ignored (AA-6)
+                    self.channel.close()
+                    return
+        except TimeoutError:
+            pass
+        except (OSError, ValueError):
+            self.channel.close()
+            return
+        hand_over(sock, self.settings.acse_timeout)
 
     def abort(self, *, hard: bool = False) -> None:
         """End the session (from another thread): its read returns at once and it sends an
@@ -160,46 +185,33 @@ class Session:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _next_pdu(self, idle: float) -> tuple[int, bytes]:
-        s = self.settings
-        return self.reader.read(idle, s.dimse_timeout, s.max_pdu)
+    def _violation(self, message: str, reason: int = ABORT_UNEXPECTED_PDU) -> None:
+        raise PeerViolation(message, reason)
 
-    def _violation(self, message: str, reason: int = pdu.ABORT_UNEXPECTED_PDU) -> None:
-        raise _Violation(message, reason)
-
-    def _messages(self, idle: float) -> list[Message]:
-        """The messages the next PDU completes; release, abort and the rest handled here."""
-        pdu_type, payload = self._next_pdu(idle)
-        if pdu_type == pdu.P_DATA_TF:
-            return self.assembler.feed(payload)
-        if pdu_type == pdu.A_RELEASE_RQ:
-            if self.assembler.in_message or self.busy:
-                self._violation("A-RELEASE-RQ in the middle of a message")
-            self._send(pdu.RELEASE_RP, self.settings.acse_timeout)
+    def _on_event(self, event: object) -> Message:
+        """The message `event` brings; a release is answered here (and ends the session)."""
+        if isinstance(event, MessageReceived):
+            return event.message
+        if isinstance(event, ReleaseRequested):
+            if self.busy:
+                self._violation("A-RELEASE-RQ in the middle of a request")
+            self._send(self.channel.layer.release_response(), self.settings.acse_timeout)
             raise _Released
-        if pdu_type == pdu.A_ABORT:
-            raise _PeerAborted
-        self._violation(f"PDU type 0x{pdu_type:02X} on an established association")
-        return []  # not reached
+        raise PeerViolation(f"{type(event).__name__} on an established association")
 
     def _serve(self) -> None:
+        s = self.settings
         while True:
             if self._aborting.is_set():
                 raise _Stopping
             if self._queued:
                 message = self._queued.popleft()
             else:
-                # between messages the idle timeout; inside one, each PDU within -td
-                idle = (
-                    self.settings.dimse_timeout
-                    if self.assembler.in_message
-                    else self.settings.network_timeout
+                # between messages the idle timeout; each PDU (and inside a message, the
+                # wait for the next) within -td
+                message = self._on_event(
+                    self.channel.next_event(s.network_timeout, s.dimse_timeout)
                 )
-                done = self._messages(idle)
-                if not done:
-                    continue
-                message, *rest = done
-                self._queued.extend(rest)
             self._handle(message)
 
     # -- one request -------------------------------------------------------------------
@@ -210,7 +222,7 @@ class Session:
         if context is None:
             self._violation(
                 f"a message on presentation context {message.context_id}, not one we accepted",
-                pdu.ABORT_UNEXPECTED_PARAMETER,
+                ABORT_UNEXPECTED_PARAMETER,
             )
             return
         if command.is_response or command.field == dimse.C_CANCEL_RQ:
@@ -220,7 +232,7 @@ class Session:
                 return
             self._violation(f"an unexpected {command.name}")
         if command.message_id is None:
-            self._violation(f"{command.name} without a Message ID", pdu.ABORT_INVALID_PARAMETER)
+            self._violation(f"{command.name} without a Message ID", ABORT_INVALID_PARAMETER)
         assert context is not None
         netlog.dimse_line(self.peer, "received", command)
         started = time.perf_counter()
@@ -234,6 +246,7 @@ class Session:
             cancelled=lambda: cancelled[0] or self._cancel_arrived(command, cancelled),
         )
         self.busy = True
+        layer = self.channel.layer
         try:
             if message.too_large:
                 log.warning(
@@ -250,7 +263,7 @@ class Session:
                     break
                 rsp, data = replies.response(request, reply)
                 self._send(
-                    dimse.encode_message(context.id, rsp, data, self.negotiated.peer_max_pdu),
+                    layer.send_message(context.id, rsp, data, self.negotiated.peer_max_pdu),
                     self.settings.dimse_timeout,
                 )
                 if not st.is_pending(reply.status):
@@ -278,30 +291,32 @@ class Session:
             return True
 
     def _read_for_cancel(self, request: dimse.Command, cancelled: list[bool]) -> bool:
-        while self.reader.has_data():
-            for message in self._messages(self.settings.dimse_timeout):
-                cmd = message.command
-                if cmd.field == dimse.C_CANCEL_RQ and cmd.responding_to == request.message_id:
-                    netlog.dimse_line(self.peer, "received", cmd)
-                    cancelled[0] = True
-                elif len(self._queued) >= 4:
-                    self._violation("requests beyond the operations window we agreed (1)")
-                else:
-                    self._queued.append(message)
-            if cancelled[0]:
+        while True:
+            event = self.channel.poll(self.settings.dimse_timeout)
+            if event is None:
+                return cancelled[0]
+            message = self._on_event(event)
+            cmd = message.command
+            if cmd.field == dimse.C_CANCEL_RQ and cmd.responding_to == request.message_id:
+                netlog.dimse_line(self.peer, "received", cmd)
+                cancelled[0] = True
                 return True
-        return False
+            if len(self._queued) >= 4:
+                self._violation("requests beyond the operations window we agreed (1)")
+            self._queued.append(message)
 
     # -- writing and ending ------------------------------------------------------------
 
     def _send(self, data: bytes, seconds: float) -> None:
-        framing.send_all(self.sock, data, seconds)
+        self.channel.send(data, seconds)
 
-    def _abort(self, why: str, reason: int, *, quiet: bool = False) -> None:
+    def _abort(self, why: str, reason: int, *, quiet: bool = False, pdu_bytes: bytes = b"") -> None:
+        """Log `why`, send the A-ABORT (`pdu_bytes`, or one with `reason`)."""
         if not quiet:
             log.warning("%s: association aborted: %s", self.who, netlog.printable(why))
-        with contextlib.suppress(OSError, ValueError, framing.Deadline):
-            framing.send_all(self.sock, pdu.abort(2, reason), 1.0)
+        data = pdu_bytes or self.channel.layer.abort(2, reason)
+        with contextlib.suppress(OSError, ValueError, DeadlineMissed):
+            self.channel.send(data, 1.0)
 
 
 def _words(exc: BaseException) -> str:
