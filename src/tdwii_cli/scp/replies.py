@@ -1,5 +1,11 @@
 """The response to a request: a `Reply` as the response command set and its data set bytes,
-and the reply to a request whose data set was over the message size limit."""
+and the reply to a request whose data set was over the message size limit.
+
+A response says "data set present" (Command Data Set Type other than 0x0101) only when it
+carries one with content: an empty data set is no data set. Foreign toolkits read a flagged
+empty data set as one of "0 elements" (pynetdicom) or fail on it. Only a C-FIND pending
+response keeps an empty identifier (the answer to a query without keys): PS3.7 requires the
+Identifier in every pending response."""
 
 from __future__ import annotations
 
@@ -19,12 +25,15 @@ def too_large(command: Command) -> Reply:
 
 
 def response(request: Request, reply: Reply) -> tuple[Command, bytes | None]:
-    """The response command set for `reply` and its data set (encoded), if any."""
+    """The response command set for `reply` and its data set (encoded), if any: none when
+    the data set is empty, except in a C-FIND pending response."""
     data = None
     if reply.data is not None:
         data = codec.transcode(reply.data, EXPLICIT_VR_LE, request.transfer_syntax)
     elif reply.dataset is not None:
         data = codec.encode(reply.dataset, request.transfer_syntax)
+    if not data and not (request.command.field == dimse.C_FIND_RQ and st.is_pending(reply.status)):
+        data = None
     fields: dict[str, object] = {"has_dataset": data is not None}
     if reply.comment and reply.status != st.SUCCESS:
         fields["error_comment"] = reply.comment[: dimse.MAX_ERROR_COMMENT]
