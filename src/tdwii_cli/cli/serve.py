@@ -171,6 +171,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    log_summary: Annotated[
+        float | None,
+        typer.Option(
+            "--log-summary",
+            min=0,
+            metavar="SECONDS",
+            help="Warnings a flood repeats (failed handshakes, stalled or refused "
+            "connections) are logged once per network (IPv4 /24, IPv6 /64) and then counted, "
+            "one line per network every SECONDS; 0 logs each. -d logs each too. Default 10.",
+            rich_help_panel=LIMITS,
+        ),
+    ] = None,
     shutdown_grace: Annotated[
         float | None,
         typer.Option(
@@ -330,6 +342,7 @@ def serve(
         "max_message_size": max_message_size,
         "require_called_aet": require_called_aet,
         "shutdown_grace": shutdown_grace,
+        "log_summary": log_summary,
         "handshake_timeout": handshake_timeout,
         "database_location": db,
         "ae_config": ae_config,

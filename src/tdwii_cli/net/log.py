@@ -18,6 +18,7 @@ from tdwii_cli.dicom.uids import full_uid_name, uid_name
 from tdwii_cli.net.dimse import C_CANCEL_RQ, Command
 
 if TYPE_CHECKING:
+    from tdwii_cli.net.floodlog import FloodLog
     from tdwii_cli.tls.diagnosis import HandshakeFailure, Side
 
 log = logging.getLogger("tdwii.net")
@@ -65,11 +66,16 @@ def handshake_ok(peer: str, sock: ssl.SSLSocket) -> None:
 
 
 def handshake_failed(
-    peer: str, exc: BaseException, side: Side = "server", sock: ssl.SSLSocket | None = None
+    peer: str,
+    exc: BaseException,
+    side: Side = "server",
+    sock: ssl.SSLSocket | None = None,
+    flood: FloodLog | None = None,
 ) -> HandshakeFailure:
     """One warning line: peer (with the CN of the certificate it presented, even a refused
-    one), the reason in plain words and what to do; `sock` gives our side's facts. Returns
-    the failure described."""
+    one), the reason in plain words and what to do; `sock` gives our side's facts; through
+    `flood` (a server's), repeated failures from one network are summarized. Returns the
+    failure described."""
     from tdwii_cli.tls.diagnosis import describe_handshake_error
     from tdwii_cli.tls.transcript import client_hello, peer_subject_cn
 
@@ -77,7 +83,11 @@ def handshake_failed(
     hello = client_hello(sock) if sock is not None and side == "server" else None
     failure = describe_handshake_error(exc, side=side, context=context, hello=hello)
     cn = peer_subject_cn(sock) if sock is not None else None
-    log.warning("%s: TLS handshake failed: %s (%s)", who(peer, cn), failure.reason, failure.advice)
+    line = ("%s: TLS handshake failed: %s (%s)", who(peer, cn), failure.reason, failure.advice)
+    if flood is not None:
+        flood.warning(f"failed their TLS handshake ({failure.cause})", peer, *line)
+    else:
+        log.warning(*line)
     log.debug("%s: handshake error detail: %r", peer, exc)
     return failure
 

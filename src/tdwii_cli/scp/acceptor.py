@@ -29,15 +29,17 @@ from tdwii_cli.dicom.uids import (
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net.channel import send_all
 from tdwii_cli.net.errors import DeadlineMissed
+from tdwii_cli.net.floodlog import FloodLog
 from tdwii_cli.net.negotiation import CALLING_NOT_RECOGNIZED, LOCAL_LIMIT, Acceptance, Refusal
 from tdwii_cli.net.upper import Role, UpperLayer
 from tdwii_cli.scp.frontend import Arrival, Frontend
-from tdwii_cli.scp.limits import Limits, LimitSettings
+from tdwii_cli.scp.limits import Full, Limits, LimitSettings
 from tdwii_cli.scp.messages import Gate, Handler
 from tdwii_cli.scp.session import Session, SessionSettings
 from tdwii_cli.scp.workers import JobThreads
 
 log = logging.getLogger("tdwii.serve")
+_flood = FloodLog(log)
 
 # Explicit VR Little Endian first: the encoding the store keeps (nothing to convert)
 ACCEPTED_TRANSFER_SYNTAXES = (
@@ -174,23 +176,55 @@ class Acceptor:
         if why is not None:  # the gate has logged it, with the certificate
             self._close(arrival, arrival.layer.reject(CALLING_NOT_RECOGNIZED.encode()))
             return
+        holder = holder_of(arrival)
         with self._lock:
             if self._stopping:
                 self._close(arrival, arrival.layer.abort())
                 return
-            if not self.limits.take_slot(arrival.host):
-                self._refuse(arrival, LOCAL_LIMIT, calling, slots=True)
+            full = self.limits.take_slot(arrival.host, holder)
+            if full is Full.TOTAL and self._make_room(holder):
+                full = self.limits.take_slot(arrival.host, holder)
+            if full is not Full.NONE:
+                self._refuse(arrival, LOCAL_LIMIT, calling, full=full)
                 return
             session = Session(arrival, answer, rq.calling, rq.called, self.handler, self.settings)
+            session.holder = holder
             self._sessions[session] = threading.Event()
         self._threads.start(self._run_session, session)
+
+    def _make_room(self, newcomer: str) -> bool:
+        """Every slot is taken: end the association idle longest of the holder with the most,
+        if it holds at least two more than `newcomer`, and free its slot now (under the
+        lock). Busy associations (a request being served) are never ended."""
+        held: dict[str, list[Session]] = {}
+        for session in self._sessions:
+            if not session.evicted:
+                held.setdefault(session.holder, []).append(session)
+        mine = len(held.get(newcomer, ()))
+        candidates = [
+            (len(sessions), -min(x.idle_since for x in idle), idle)
+            for holder, sessions in held.items()
+            if len(sessions) >= mine + 2
+            and (idle := [x for x in sessions if not x.busy and x.idle_since])
+        ]
+        if not candidates:
+            return False
+        idle = max(candidates, key=lambda c: (c[0], c[1]))[2]
+        victim = min(idle, key=lambda x: x.idle_since)
+        victim.evict(
+            f"its slot was given to another device: all {self.limits.settings.max_associations} "
+            f"were taken and its certificate held the most ({len(held[victim.holder])})"
+        )
+        self.limits.free_slot(victim.host, victim.holder)
+        return True
 
     def _run_session(self, session: Session) -> None:
         try:
             session.run()
         finally:
-            self.limits.free_slot(session.host)
             with self._lock:
+                if not session.evicted:  # an evicted session's slot was freed already
+                    self.limits.free_slot(session.host, session.holder)
                 done = self._sessions.pop(session, None)
             if done is not None:
                 done.set()
@@ -202,15 +236,22 @@ class Acceptor:
                 session.channel.close()
 
     def _refuse(
-        self, arrival: Arrival, refusal: Refusal, calling: str, slots: bool = False
+        self, arrival: Arrival, refusal: Refusal, calling: str, full: Full = Full.NONE
     ) -> None:
         detail = refusal.words
-        if slots:
-            s = self.limits.settings
-            detail += (
-                f" ({s.max_associations} associations, {s.max_associations_per_host} per host)"
-            )
-        log.warning("%s: association rejected: %s (calling AE %s)", _who(arrival), detail, calling)
+        s = self.limits.settings
+        if full is Full.TOTAL:
+            detail += f" (all {s.max_associations} associations taken)"
+        elif full is not Full.NONE:
+            detail += f" ({s.max_associations_per_host} associations per {full.value})"
+        _flood.warning(
+            f"were rejected: {detail}",
+            arrival.peer,
+            "%s: association rejected: %s (calling AE %s)",
+            _who(arrival),
+            detail,
+            calling,
+        )
         self._close(arrival, arrival.layer.reject(refusal.encode()))
 
     def _close(self, arrival: Arrival, last: bytes) -> None:
@@ -245,6 +286,13 @@ class Acceptor:
             if not running[session].wait(0.5):
                 session.abort(hard=True)  # a send the peer does not read
                 running[session].wait(0.5)
+
+
+def holder_of(arrival: Arrival) -> str:
+    """Whom an association counts against besides its host: its certificate (by
+    fingerprint), or its host when it presented none."""
+    fingerprint = arrival.identity.fingerprint
+    return f"SHA256:{fingerprint}" if fingerprint else f"host {arrival.host}"
 
 
 def _who(arrival: Arrival) -> str:

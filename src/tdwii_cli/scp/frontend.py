@@ -33,13 +33,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tdwii_cli.net import floodlog
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net.channel import quickack
 from tdwii_cli.net.errors import PeerAborted, PeerClosed, PeerViolation
+from tdwii_cli.net.floodlog import FloodLog
 from tdwii_cli.net.pdu import AssociateRQ
 from tdwii_cli.net.sockets import format_peer, set_nodelay
 from tdwii_cli.net.upper import AssociateRequested, UpperLayer
-from tdwii_cli.scp.limits import Limits, host_key
+from tdwii_cli.scp.limits import Full, Limits, host_key
 from tdwii_cli.scp.workers import StepPool
 from tdwii_cli.tls.context import quiet_after_handshake
 from tdwii_cli.tls.peer import PeerIdentity, identity_of
@@ -48,7 +50,7 @@ from tdwii_cli.tls.transcript import client_hello, peer_certificate, peer_subjec
 
 log = logging.getLogger("tdwii.serve")
 
-_REFUSAL_LOG_EVERY = 5.0
+_flood = FloodLog(log)
 _CHUNK = 1 << 16
 
 
@@ -120,6 +122,7 @@ class Frontend:
         self._selector = selectors.DefaultSelector()
         self._pool = StepPool(workers or max(2, min(8, os.cpu_count() or 2)), "tdwii-handshake")
         self._waiting: set[_Pending] = set()  # registered with the selector
+        self._by_host: dict[str, dict[_Pending, None]] = {}  # the same, per host, oldest first
         self._closing: dict[_Closing, _Closing] = {}  # released, awaiting the close; oldest first
         self._closing_in: list[_Closing] = []  # handed over, not registered yet
         self._returns: list[tuple[_Pending, int]] = []  # back from a step: (conn, events)
@@ -128,7 +131,6 @@ class Frontend:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = threading.Event()
-        self._refused: dict[str, tuple[float, int]] = {}  # host -> (last logged, count since)
 
     # -- the selector thread -----------------------------------------------------------
 
@@ -150,14 +152,16 @@ class Frontend:
                         self._drain(key.data)
                     else:
                         conn: _Pending = key.data
-                        self._selector.unregister(conn.sock)
-                        self._waiting.discard(conn)
+                        if conn not in self._waiting:  # closed meanwhile (to make room)
+                            continue
+                        self._unregister(conn)
                         self._pool.submit(self._step, conn)
                 self._take_returns()
                 self._take_closing()
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._expire(now)
+                    floodlog.tick_all()
                     next_sweep = now + 0.1
         finally:
             self._close_all()
@@ -182,9 +186,11 @@ class Frontend:
                 return
             peer = format_peer(address)
             host = host_key(str(address[0]))
-            why = self.limits.admit(host)
-            if why:
-                self._refuse_at_accept(raw, host, why)
+            full = self.limits.admit(host)
+            if full is Full.TOTAL and self._make_room(host):
+                full = self.limits.admit(host)
+            if full is not Full.NONE:
+                self._refuse_at_accept(raw, host, self.limits.refusal_words(full))
                 continue
             try:
                 with contextlib.suppress(OSError):
@@ -214,25 +220,48 @@ class Frontend:
         with contextlib.suppress(OSError):
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.close()  # a reset: costs the refused host nothing more than its SYN
-        now = time.monotonic()
-        last, count = self._refused.get(host, (0.0, 0))
-        count += 1
-        if now - last >= _REFUSAL_LOG_EVERY:
-            more = f" ({count} since the last such line)" if count > 1 else ""
-            log.warning("%s: connection refused: %s%s", host, why, more)
-            self._refused[host] = (now, 0)
-        else:
-            self._refused[host] = (last, count)
-        if len(self._refused) > 4096:  # the table is for the log only: keep it small
-            self._refused.clear()
+        _flood.warning(f"were refused ({why})", host, "%s: connection refused: %s", host, why)
 
     def _register(self, conn: _Pending, events: int) -> None:
         try:
             self._selector.register(conn.sock, events, conn)
         except (OSError, ValueError) as exc:
-            self._drop(conn, f"connection lost: {exc}")
+            self._drop(conn, f"connection lost: {exc}", what="were lost before associating")
             return
         self._waiting.add(conn)
+        self._by_host.setdefault(conn.host, {})[conn] = None
+
+    def _unregister(self, conn: _Pending) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(conn.sock)
+        self._waiting.discard(conn)
+        waiting = self._by_host.get(conn.host)
+        if waiting is not None:
+            waiting.pop(conn, None)
+            if not waiting:
+                del self._by_host[conn.host]
+
+    def _make_room(self, newcomer: str) -> bool:
+        """All pending places are taken: give the newcomer's host the place of the longest
+        waiting connection of the host that holds the most, if that is at least two more
+        than the newcomer's (a fair share each); False when there is none to take."""
+        victim_host = self.limits.heaviest_pending(newcomer)
+        waiting = self._by_host.get(victim_host) if victim_host is not None else None
+        if not waiting:
+            return False
+        victim = next(iter(waiting))
+        self._unregister(victim)
+        _flood.warning(
+            "closed to make room for others (all pending places taken)",
+            victim.peer,
+            "%s: closed: %s, to make room for another host (all %d pending places taken)",
+            netlog.who(victim.peer, victim.identity.subject_cn if victim.identity else None),
+            f"{victim.stage} not completed",
+            self.limits.settings.max_pending,
+        )
+        abort = victim.layer.abort(2) if victim.stage != "TLS handshake" else b""
+        self._drop(victim, "", abort=abort, quiet=True)
+        return True
 
     def _take_returns(self) -> None:
         with self._returns_lock:
@@ -248,8 +277,7 @@ class Frontend:
 
     def _expire(self, now: float) -> None:
         for conn in [c for c in self._waiting if c.deadline <= now]:
-            self._selector.unregister(conn.sock)
-            self._waiting.discard(conn)
+            self._unregister(conn)
             self._too_late(conn)
         while self._closing and next(iter(self._closing.values())).deadline <= now:
             self._closed(next(iter(self._closing.values())))
@@ -304,6 +332,7 @@ class Frontend:
         self._drop(
             conn,
             f"{conn.stage} not completed within {seconds:g} s",
+            what=f"did not complete their {conn.stage} within {seconds:g} s",
             abort=conn.layer.abort(2) if conn.stage != "TLS handshake" else b"",
         )
 
@@ -311,8 +340,7 @@ class Frontend:
         for item in list(self._closing):
             self._closed(item)
         for conn in list(self._waiting):
-            with contextlib.suppress(Exception):
-                self._selector.unregister(conn.sock)
+            self._unregister(conn)
             self._drop(conn, "", quiet=True)
         self._waiting.clear()
         self._pool.shutdown()
@@ -340,11 +368,16 @@ class Frontend:
                 except ssl.SSLWantWriteError:
                     return self._back(conn, selectors.EVENT_WRITE)
                 except (OSError, ValueError) as exc:
+                    if client_hello(conn.sock) is None and isinstance(
+                        exc, (ssl.SSLEOFError, ConnectionError)
+                    ):  # closed before a ClientHello: a port probe, not a refusal
+                        log.debug("%s: closed before its TLS ClientHello", conn.peer)
+                        return self._drop(conn, "", quiet=True)
                     try:
-                        failure = netlog.handshake_failed(conn.peer, exc, "server", conn.sock)
-                        # a bare close before any ClientHello is a probe, not a refusal
-                        if failure.cause != "closed" or client_hello(conn.sock) is not None:
-                            self._tell_refused(conn, f"TLS handshake failed: {failure.reason}")
+                        failure = netlog.handshake_failed(
+                            conn.peer, exc, "server", conn.sock, _flood
+                        )
+                        self._tell_refused(conn, f"TLS handshake failed: {failure.reason}")
                     except Exception:  # the log must never stop the server
                         log.warning("%s: TLS handshake failed: %s", conn.peer, exc)
                     return self._drop(conn, "", quiet=True)
@@ -357,7 +390,11 @@ class Frontend:
                 why = unfit(der) if der else ""
                 if why:
                     self._tell_refused(conn, f"certificate refused: {why}", conn.identity)
-                    return self._drop(conn, f"certificate refused: {why}")
+                    return self._drop(
+                        conn,
+                        f"certificate refused: {why}",
+                        what="presented a certificate unfit for TLS client authentication",
+                    )
                 quiet_after_handshake(conn.sock)  # no more transcript: it costs per record
                 conn.stage, conn.deadline = "A-ASSOCIATE-RQ", time.monotonic() + self.artim
                 if not self._read_request(conn):
@@ -395,14 +432,16 @@ class Frontend:
             try:
                 event = layer.next_event()
             except PeerViolation as exc:
-                self._drop(conn, exc.message, abort=exc.abort)
+                self._drop(
+                    conn, exc.message, abort=exc.abort, what="broke the protocol before associating"
+                )
                 return True
             except PeerAborted:
-                self._drop(conn, "A-ABORT before associating")
+                self._drop(conn, "A-ABORT before associating", what="aborted before associating")
                 return True
             except PeerClosed:
                 why = "closed before its A-ASSOCIATE-RQ" if conn.received else ""
-                self._drop(conn, why, quiet=not why)
+                self._drop(conn, why, quiet=not why, what="closed before their A-ASSOCIATE-RQ")
                 return True
             if isinstance(event, AssociateRequested):
                 self._arrived(conn, event.request)
@@ -416,7 +455,11 @@ class Frontend:
                 self._back(conn, selectors.EVENT_WRITE)
                 return False
             except (OSError, ValueError) as exc:
-                self._drop(conn, f"connection lost before A-ASSOCIATE-RQ: {exc}")
+                self._drop(
+                    conn,
+                    f"connection lost before A-ASSOCIATE-RQ: {exc}",
+                    what="were lost before their A-ASSOCIATE-RQ",
+                )
                 return True
             conn.received = conn.received or bool(chunk)
             layer.receive_data(chunk)
@@ -440,14 +483,22 @@ class Frontend:
         conn: _Pending,
         why: str,
         *,
+        what: str = "were closed before associating",
         abort: bytes = b"",
         quiet: bool = False,
     ) -> None:
-        """Close a pending connection (sending `abort` first), count it out, log `why`."""
+        """Close a pending connection (sending `abort` first), count it out, log `why`
+        (summarized with others of the same `what` from its network under a flood)."""
         if why and not quiet:
             # before the handshake is done: the certificate it sent, if any (transcript)
             subject = conn.identity.subject_cn if conn.identity else peer_subject_cn(conn.sock)
-            log.warning("%s: closed: %s", netlog.who(conn.peer, subject), netlog.printable(why))
+            _flood.warning(
+                what,
+                conn.peer,
+                "%s: closed: %s",
+                netlog.who(conn.peer, subject),
+                netlog.printable(why),
+            )
         if abort:
             with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(abort)

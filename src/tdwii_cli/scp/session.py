@@ -44,6 +44,7 @@ from tdwii_cli.net.errors import (
     PeerClosed,
     PeerViolation,
 )
+from tdwii_cli.net.floodlog import FloodLog
 from tdwii_cli.net.negotiation import Negotiated
 from tdwii_cli.net.upper import MessageReceived, ReleaseRequested
 from tdwii_cli.scp import replies
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tdwii.serve")
 
+_flood = FloodLog(log)
 QUICK_CLOSE = 0.1  # how long a session thread waits for the requestor's close itself
 
 
@@ -103,6 +105,10 @@ class Session:
         self._interrupted: Exception | None = None  # what ended a C-FIND from inside
         self.busy = False  # serving a request: a release now breaks the protocol
         self.released = False  # ended by a release: the requestor closes (Sta13)
+        self.holder = ""  # whom its slot counts against besides its host (the acceptor's)
+        self.idle_since = time.monotonic()  # since when it has waited for a request (0: busy)
+        self.evicted = False  # its slot was given to another device
+        self._end = "the server is stopping"  # why, when ended from another thread
         self.who = netlog.who(self.peer, self.identity.subject_cn)
 
     # -- the thread --------------------------------------------------------------------
@@ -131,7 +137,7 @@ class Session:
             netlog.association_aborted(self.who, nothing_accepted=not self.negotiated.contexts)
         except DeadlineMissed as exc:
             if self._aborting.is_set():
-                self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
+                self._abort(self._end, ABORT_NOT_SPECIFIED)
             else:
                 self._abort(
                     f"{exc.stage} deadline of {exc.seconds:g} s passed", ABORT_NOT_SPECIFIED
@@ -139,14 +145,20 @@ class Session:
         except PeerViolation as exc:
             self._abort(str(exc), exc.reason, pdu_bytes=exc.abort)
         except _Stopping:
-            self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
+            self._abort(self._end, ABORT_NOT_SPECIFIED)
         except (PeerClosed, OSError, ValueError) as exc:
             if self._aborting.is_set():
-                self._abort("the server is stopping", ABORT_NOT_SPECIFIED)
+                self._abort(self._end, ABORT_NOT_SPECIFIED)
             elif not self.negotiated.contexts:  # nothing to do here: leaving is normal
                 log.info("%s: closed: we accepted none of its contexts", self.who)
             else:
-                log.warning("%s: connection lost without release: %s", self.who, _words(exc))
+                _flood.warning(
+                    "were lost without release",
+                    self.peer,
+                    "%s: connection lost without release: %s",
+                    self.who,
+                    _words(exc),
+                )
         except Exception:  # a bug must cost this association only, and say so
             log.exception("%s: association failed", self.who)
             self._abort("internal error", ABORT_NOT_SPECIFIED, quiet=True)
@@ -176,9 +188,16 @@ class Session:
             return
         hand_over(sock, self.settings.acse_timeout)
 
-    def abort(self, *, hard: bool = False) -> None:
+    def evict(self, why: str) -> None:
+        """End the session to give its slot to another device (from another thread)."""
+        self.evicted = True
+        self.abort(why=why)
+
+    def abort(self, *, hard: bool = False, why: str = "") -> None:
         """End the session (from another thread): its read returns at once and it sends an
         A-ABORT; `hard` also cuts a send that the peer does not read."""
+        if why:
+            self._end = why
         self._aborting.set()
         with contextlib.suppress(OSError, ValueError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR if hard else socket.SHUT_RD)
@@ -209,6 +228,7 @@ class Session:
             else:
                 # between messages the idle timeout; each PDU (and inside a message, the
                 # wait for the next) within -td
+                self.idle_since = time.monotonic()
                 message = self._on_event(
                     self.channel.next_event(s.network_timeout, s.dimse_timeout)
                 )
@@ -246,6 +266,7 @@ class Session:
             cancelled=lambda: cancelled[0] or self._cancel_arrived(command, cancelled),
         )
         self.busy = True
+        self.idle_since = 0.0
         layer = self.channel.layer
         try:
             if message.too_large:

@@ -91,6 +91,7 @@ class ServeConfig:
     handshake_timeout: float = 10.0
     retention: str | None = None  # purge final workitems after this (e.g. 30d); None keeps
     shutdown_grace: float = 10.0  # seconds running associations get to finish at a stop
+    log_summary: float = 10.0  # repeated warnings from one network: counted, told this often
     authorize: bool = False  # enforce the AE configuration's certificate bindings and roles
     audit: tuple[str, ...] = ()  # audit trail destinations (file, syslog+tls://, udp://)
     audit_ca: Path | None = None

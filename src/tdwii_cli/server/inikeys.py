@@ -69,6 +69,7 @@ KEYS: tuple[IniKey, ...] = (
     ),
     IniKey("handshake_timeout", "float", "--handshake-timeout", "seconds for a TLS handshake (10)"),
     IniKey("shutdown_grace", "float", "--shutdown-grace", "seconds to release at a stop (10)"),
+    IniKey("log_summary", "float", "--log-summary", "repeated warnings counted, told every (10)"),
     IniKey("retention", "str", "--retention", "purge final workitems after (keep)"),
     IniKey(
         "authorize",

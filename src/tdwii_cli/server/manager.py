@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdwii_cli.access.aefile import KnownAE
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.net import floodlog
 from tdwii_cli.scp.acceptor import Acceptor, wildcard_address
 from tdwii_cli.server.acceptor import ups_acceptor
 from tdwii_cli.server.auditing import Auditor, build_auditor
@@ -102,6 +103,7 @@ class WorklistManager:
         one fails."""
         config = self.config
         check_authorization(config, self.tls, self.known_aes)
+        floodlog.configure(config.log_summary)
         ssl_context: ssl.SSLContext | None = None
         if self.tls.enabled:
             from tdwii_cli.tls.revocation import CrlWatch
