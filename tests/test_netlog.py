@@ -24,6 +24,7 @@ from tdwii_cli.dicom.status import format_status, status_text
 from tdwii_cli.net import log as netlog
 from tdwii_cli.net.association import open_association, propose
 from tdwii_cli.net.dimse import C_ECHO_RQ, Command
+from tdwii_cli.net.floodlog import MAX_NETWORKS, FloodLog, network_of
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.context import build_client_context, build_server_context
 
@@ -226,3 +227,79 @@ def test_pynetdicom_noise_is_folded() -> None:
     assert not logging.getLogger("pynetdicom").isEnabledFor(logging.ERROR)
     setup_logging(logging.DEBUG, debug=True)
     assert logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+
+
+# -- warnings a flood repeats ----------------------------------------------------------------
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _flood(level: int = logging.INFO) -> tuple[FloodLog, _Records, list[float]]:
+    logger = logging.getLogger(f"tdwii.test.flood.{id(object())}")
+    logger.propagate = False
+    logger.setLevel(level)
+    records = _Records()
+    logger.addHandler(records)
+    now = [100.0]
+    return FloodLog(logger, interval=10.0, clock=lambda: now[0]), records, now
+
+
+def test_a_flood_is_told_once_per_network_then_counted_per_interval() -> None:
+    flood, records, now = _flood()
+    for i in range(300):
+        flood.warning("closed before their handshake", f"127.0.4.{i % 50}:{1000 + i}", "%d", i)
+    flood.warning("closed before their handshake", "[::1]:5", "v6")
+    assert records.lines == ["0", "v6"]  # one line per network so far
+    now[0] += 10
+    flood.tick()
+    assert records.lines[2:] == [
+        "299 more connections from 127.0.4.0/24 closed before their handshake in the last 10 s"
+    ]
+    flood.tick()
+    assert len(records.lines) == 3  # nothing more to tell
+
+
+def test_many_networks_share_one_line_beyond_the_first_few() -> None:
+    flood, records, now = _flood()
+    for net in range(40):
+        flood.warning("failed their TLS handshake", f"10.{net}.0.1:1", "net %d", net)
+    assert len(records.lines) == MAX_NETWORKS
+    now[0] += 10
+    flood.tick()
+    assert records.lines[-1] == (
+        f"{40 - MAX_NETWORKS} connections from {40 - MAX_NETWORKS} other networks failed "
+        "their TLS handshake in the last 10 s"
+    )
+
+
+def test_debug_and_interval_zero_log_every_warning() -> None:
+    flood, records, _ = _flood(logging.DEBUG)
+    for _ in range(5):
+        flood.warning("x", "127.0.0.1:1", "line")
+    assert records.lines == ["line"] * 5
+    quiet, records, _ = _flood()
+    every = FloodLog(quiet.log, interval=0)
+    for _ in range(3):
+        every.warning("x", "127.0.0.1:1", "line")
+    assert records.lines == ["line"] * 3
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("127.0.4.9:104", "127.0.4.0/24"),
+        ("[2001:db8::1]:104", "2001:db8::/64"),
+        ("[::ffff:10.1.2.3]:7", "10.1.2.0/24"),
+        ("10.9.8.7", "10.9.8.0/24"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_networks_are_a_24_or_a_64(address: str, network: str) -> None:
+    assert network_of(address) == network

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_NETWORKS = 8  # networks per kind of event with lines of their own, per interval
@@ -57,11 +58,17 @@ class _Count:
 class FloodLog:
     """See the module docstring. Thread-safe."""
 
-    def __init__(self, logger: logging.Logger, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log = logger
-        self._own_interval = interval
+        self._own_interval = interval  # None: the process's (`configure`)
+        self._clock = clock
         self._lock = threading.Lock()
-        self._start = time.monotonic()
+        self._start = clock()
         self._counts: dict[tuple[str, str], _Count] = {}  # (what, network)
         self._others: dict[str, tuple[int, set[str]]] = {}  # what -> (events, networks)
         _ALL.add(self)
@@ -75,7 +82,7 @@ class FloodLog:
             return
         network = network_of(address)
         with self._lock:
-            summary = self._roll(time.monotonic())
+            summary = self._roll(self._clock())
             count = self._counts.get((what, network))
             if count is None:
                 told = sum(1 for w, _ in self._counts if w == what)
@@ -101,7 +108,7 @@ class FloodLog:
     def tick(self) -> None:
         """Tell the counts of an interval that is over (call now and then)."""
         with self._lock:
-            summary = self._roll(time.monotonic())
+            summary = self._roll(self._clock())
         self._emit(summary)
 
     def _roll(self, now: float) -> list[str]:

@@ -449,6 +449,8 @@ class Frontend:
             try:
                 chunk = sock.recv(_CHUNK)
             except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                if conn.received:  # part of the request: the rest may wait on our ACK
+                    quickack(sock)
                 self._back(conn, selectors.EVENT_READ)
                 return False
             except ssl.SSLWantWriteError:
