@@ -249,7 +249,8 @@ class OneShotPeer:
 
     In order: a TLS handshake as the server when `ssl_context` is given (`tls_version`);
     reading the request (`read`: up to that many bytes in one `recv`, 0 for nothing, or
-    "pdu" for one whole DICOM PDU); sending `answer` when given; then hanging up at once
+    "pdu" for one whole DICOM PDU); sending `answer` when given (one byte every `drip`
+    seconds if given, until the client hangs up); then hanging up at once
     when `hang_up`, else waiting (up to `timeout`) for the client to hang up, recorded in
     `closed_after` (seconds from the answer). A socket or TLS error ends the script and is
     kept in `error`; `done()` waits for the script and returns it.
@@ -264,6 +265,7 @@ class OneShotPeer:
         hang_up: bool = False,
         host: str = "127.0.0.1",
         timeout: float = 10.0,
+        drip: float = 0.0,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, 0), family=family)
@@ -274,6 +276,7 @@ class OneShotPeer:
         self.read = read
         self.hang_up = hang_up
         self.timeout = timeout
+        self.drip = drip  # seconds between the bytes of `answer` (0: all at once)
         self.tls_version: str | None = None
         self.closed_after: float | None = None
         self.error: BaseException | None = None
@@ -306,7 +309,15 @@ class OneShotPeer:
         elif self.read:
             conn.recv(int(self.read))
         start = time.monotonic()
-        if self.answer is not None:
+        if self.answer is not None and self.drip:
+            for i in range(len(self.answer)):  # the peer's own pace: one byte at a time
+                try:
+                    conn.sendall(self.answer[i : i + 1])
+                except OSError:
+                    break
+                time.sleep(self.drip)
+            start = time.monotonic()
+        elif self.answer is not None:
             conn.sendall(self.answer)
         if self.hang_up:
             return

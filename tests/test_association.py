@@ -25,6 +25,7 @@ from tdwii_cli.cli.hints import hint_for
 from tdwii_cli.client.create import Peer, prepare_datasets, send
 from tdwii_cli.dicom import codec
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, UPS_PUSH, UPS_QUERY, UPS_WATCH, VERIFICATION
+from tdwii_cli.net import pdu
 from tdwii_cli.net.association import AcceptedContext, Association, open_association, propose
 from tdwii_cli.net.dimse import (
     C_ECHO_RQ,
@@ -39,6 +40,7 @@ from tdwii_cli.net.errors import (
     ContextRefused,
     HandshakeFailed,
     NetError,
+    PeerTimeout,
     ProtocolViolation,
     Unreachable,
 )
@@ -54,7 +56,10 @@ OPTIONS = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=5)
 def fails(host: str, port: int, tls: TlsOptions | None, abstract: str = VERIFICATION, **kw: str):  # type: ignore[no-untyped-def]
     """The `NetError` raised by associating (the test fails if none is)."""
     ctx = build_client_context(tls) if tls is not None and tls.enabled else None
-    options = ScuOptions(connect_timeout=5, acse_timeout=5, dimse_timeout=5, **kw)
+    timeouts: dict[str, float] = {"connect_timeout": 5, "acse_timeout": 5, "dimse_timeout": 5}
+    timeouts.update({k: float(v) for k, v in kw.items() if k.endswith("_timeout")})
+    rest = {k: v for k, v in kw.items() if not k.endswith("_timeout")}
+    options = ScuOptions(**timeouts, **rest)  # type: ignore[arg-type]
     with (
         pytest.raises(NetError) as info,
         open_association(
@@ -172,6 +177,18 @@ def test_a_peer_that_lies_is_a_protocol_violation_at_once(answer: bytes) -> None
         assert peer.done() is None
     assert isinstance(err, ProtocolViolation) and err.exit_code == exitcodes.ASSOC_ABORTED
     assert peer.closed_after is not None and peer.closed_after < 2
+
+
+def test_an_ac_dripped_a_byte_at_a_time_ends_at_the_acse_deadline() -> None:
+    rq = pdu.parse_associate_rq(pdu.associate_rq("TDWII", "ANY-SCP", propose([VERIFICATION]))[6:])
+    ac = pdu.associate_ac(rq, [(1, 0, EXPLICIT_VR_LE)], 16382)
+    peer = OneShotPeer(ac, read="pdu", drip=0.25)  # the whole AC would take over 40 s
+    begin = time.monotonic()
+    err = fails("127.0.0.1", peer.port, None, acse_timeout="1")
+    took = time.monotonic() - begin
+    assert isinstance(err, PeerTimeout) and err.exit_code == exitcodes.ASSOC_ABORTED
+    assert took < 4  # the first byte within 1 s, then all of the PDU within 1 s: not per recv
+    peer.done()
 
 
 # -- the generic request path against tdwii serve ------------------------------------------

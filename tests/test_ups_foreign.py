@@ -280,7 +280,15 @@ def test_watch_over_mtls_drops_stalled_and_garbage_peers_and_keeps_answering(
     err = tmp_path / "watch.err"
     with err.open("wb") as e:
         command = [sys.executable, "-m", "tdwii_cli", "ups", "watch", "--mtls", "-p", str(port)]
-        command += ["-ba", "127.0.0.1", "-aet", "WATCHME", "-to", "1", "-v"]
+        command += [
+            "-ba",
+            "127.0.0.1",
+            "-aet",
+            "WATCHME",
+            "-to",
+            "1",
+            "-d",
+        ]  # -d: each warning told at once
         watch = subprocess.Popen(
             command,
             cwd=tmp_path,
