@@ -30,6 +30,8 @@ class State(Enum):
     COLLISION_ACCEPTOR_AWAITING_LOCAL = 12  # Sta12
     AWAITING_CLOSE = 13  # Sta13: association no longer exists, awaiting transport close
 
+    __hash__ = object.__hash__  # members are singletons: hash them as such, in C
+
     @property
     def label(self) -> str:
         return f"Sta{self.value}"
@@ -57,6 +59,8 @@ class Event(Enum):
     TRANSPORT_CLOSED = 17  # Evt17
     ARTIM_EXPIRED = 18  # Evt18
     INVALID_PDU = 19  # Evt19: unrecognized or invalid PDU received
+
+    __hash__ = object.__hash__  # members are singletons: hash them as such, in C
 
     @property
     def label(self) -> str:

@@ -92,29 +92,45 @@ def identity_of(sock: socket.socket, address: str) -> PeerIdentity:
     """The `PeerIdentity` of a connected socket (TLS or not) whose peer is at `address`."""
     if not isinstance(sock, ssl.SSLSocket):
         return PeerIdentity(address=address)
-    info: dict[str, Any] = dict(sock.getpeercert() or {})
     der = sock.getpeercert(binary_form=True)
+    cipher = sock.cipher()
+    common = dict(address=address, tls_version=sock.version(), cipher=cipher[0] if cipher else None)
+    if not der:
+        return PeerIdentity(**common)  # type: ignore[arg-type]
+    return PeerIdentity(**common, **_certificate_facts(der, sock))  # type: ignore[arg-type]
+
+
+_FACTS: dict[bytes, dict[str, Any]] = {}  # devices reconnect with the same certificate
+
+
+def _certificate_facts(der: bytes, sock: ssl.SSLSocket) -> dict[str, Any]:
+    """What `PeerIdentity` keeps of the certificate `der` (read from `sock` once per
+    certificate: `getpeercert()` builds its dictionary anew each time)."""
+    facts = _FACTS.get(der)
+    if facts is not None:
+        return facts
+    info: dict[str, Any] = dict(sock.getpeercert() or {})
     cn = None
     for rdn in info.get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
                 cn = value
-    cipher = sock.cipher()
     serial = None
     if info.get("serialNumber"):
         try:
             serial = int(str(info["serialNumber"]), 16)
         except ValueError:
             serial = None
-    return PeerIdentity(
-        address=address,
-        subject_cn=cn,
-        subject=_name(info.get("subject")) or None,
-        issuer=_name(info.get("issuer")) or None,
-        tls_version=sock.version(),
-        cipher=cipher[0] if cipher else None,
-        sans=_sans(info),
-        fingerprint=hashlib.sha256(der).hexdigest() if der else None,
-        serial=serial,
-        expires=str(info["notAfter"]) if info.get("notAfter") else None,
-    )
+    facts = {
+        "subject_cn": cn,
+        "subject": _name(info.get("subject")) or None,
+        "issuer": _name(info.get("issuer")) or None,
+        "sans": _sans(info),
+        "fingerprint": hashlib.sha256(der).hexdigest(),
+        "serial": serial,
+        "expires": str(info["notAfter"]) if info.get("notAfter") else None,
+    }
+    if len(_FACTS) >= 1024:
+        _FACTS.clear()
+    _FACTS[der] = facts
+    return facts
