@@ -55,17 +55,6 @@ _flood = FloodLog(log)
 _SOON = 0.002  # a step waits this long for the peer's next bytes before giving its thread back
 
 
-def _soon_readable(sock: socket.socket) -> bool:
-    """Do the peer's next bytes come within `_SOON` (a client on a LAN answers in well under
-    that)? Waiting here spares the round trip through the selector; a peer that stalls costs
-    a handshake thread no more than this per step."""
-    try:
-        readable, _, _ = select.select([sock], [], [], _SOON)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
-
-
 _CHUNK = 1 << 16
 
 
@@ -382,7 +371,7 @@ class Frontend:
                             conn.sock.do_handshake()
                             break
                         except ssl.SSLWantReadError:
-                            if not _soon_readable(conn.sock):
+                            if not self._soon_readable(conn.sock):
                                 raise
                 except ssl.SSLWantReadError:
                     return self._back(conn, selectors.EVENT_READ)
@@ -425,6 +414,18 @@ class Frontend:
         except Exception as exc:  # never lose a pool thread or a connection's count
             log.error("%s: unexpected error before association: %r", conn.peer, exc)
             self._drop(conn, "", quiet=True)
+
+    def _soon_readable(self, sock: socket.socket) -> bool:
+        """Do the peer's next bytes come within `_SOON` (a client on a LAN answers in well
+        under that)? Waiting here spares the round trip through the selector. Only while no
+        other step waits for a thread: under load, a peer that stalls costs nothing here."""
+        if self._pool.waiting():
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], _SOON)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def _tell_refused(
         self, conn: _Pending, reason: str, identity: PeerIdentity | None = None
@@ -472,7 +473,7 @@ class Frontend:
             except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
                 if conn.received:  # part of the request: the rest may wait on our ACK
                     quickack(sock)
-                if _soon_readable(sock):
+                if self._soon_readable(sock):
                     continue
                 self._back(conn, selectors.EVENT_READ)
                 return False

@@ -39,6 +39,10 @@ class StepPool:
     def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
         self._jobs.put((fn, arg))
 
+    def waiting(self) -> bool:
+        """Are jobs waiting for a thread?"""
+        return not self._jobs.empty()
+
     def shutdown(self) -> None:
         """Let the queued jobs run, then end the threads."""
         for _ in self._threads:
