@@ -78,7 +78,7 @@ def find(
                 result.cancelled = True
     result.seconds = time.perf_counter() - started
     if result.status != st.CANCEL:
-        judge("C-FIND", result.status, result.comment)
+        judge("C-FIND", result.status, result.comment, operation="C-FIND")
     log.info(
         "C-FIND: %d match(es)%s, final status %s in %.1f ms",
         len(result.matches),
