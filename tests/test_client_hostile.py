@@ -218,6 +218,17 @@ def test_an_error_comment_is_one_escaped_line(
     assert all(shown in line for shown in SHOWN[:3]), line
 
 
+def test_a_warning_comment_is_one_escaped_log_line(
+    hostile: Callable[..., HostileScp], tmp_path: Path
+) -> None:
+    scp = hostile(answer(0xB301, EVIL))  # Deletion Lock not granted: a warning, exit 0
+    proc = run(scp, "ups", "subscribe", "@", "--lock", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_escaped(proc.stderr)
+    (line,) = [x for x in proc.stderr.splitlines() if "0xB301" in x]
+    assert "WARNING" in line and all(shown in line for shown in SHOWN[:3]), line
+
+
 def test_an_error_comment_on_a_terminal_is_not_markup(
     hostile: Callable[..., HostileScp], tmp_path: Path
 ) -> None:
