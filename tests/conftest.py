@@ -23,7 +23,8 @@ Other test modules append their own fixtures below; keep this part generic.
   `one_error_line(proc)`, `storescp_peer(...)`, `openssl_peer(...)`, `openssl_client(...)`,
   fixtures `dcmtk_tls_peer` / `dcmtk_plain_peer` (session).
 
-Peers the tests drive or talk to (pynetdicom, hand-written sockets) are in tests/peers.py.
+Peers the tests drive or talk to (pynetdicom, hand-written sockets) are in tests/peers.py;
+the hostile SCP of the client tests (a raw upper layer on `socket`) in tests/hostile.py.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def _is_state(report: Report, uid: str, state: str) -> bool:
 # -- hand-written socket peers --------------------------------------------------------------
 
 
-def _recv_exactly(conn: socket.socket, count: int) -> bytes:
+def recv_exactly(conn: socket.socket, count: int) -> bytes:
     out = b""
     while len(out) < count:
         chunk = conn.recv(count - len(out))
@@ -304,8 +304,8 @@ class OneShotPeer:
 
     def _script(self, conn: socket.socket) -> None:
         if self.read == "pdu":
-            header = _recv_exactly(conn, 6)  # then all of it: no RST when we close
-            _recv_exactly(conn, int.from_bytes(header[2:6], "big"))
+            header = recv_exactly(conn, 6)  # then all of it: no RST when we close
+            recv_exactly(conn, int.from_bytes(header[2:6], "big"))
         elif self.read:
             conn.recv(int(self.read))
         start = time.monotonic()

@@ -5,6 +5,7 @@ survive a sender that lies."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -56,7 +57,12 @@ def ups(port: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "TDWII_TRANSACTIONS": str(cwd / "t.json"), "HOME": str(cwd)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TDWII_TRANSACTIONS": str(cwd / "t.json"),
+            "HOME": str(cwd),
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        },
     )
 
 

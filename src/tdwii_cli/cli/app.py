@@ -17,23 +17,31 @@ from typer.core import TyperGroup
 
 from tdwii_cli import __version__, exitcodes
 from tdwii_cli.cli.console import is_debug, report_error
-from tdwii_cli.errors import TdwiiError
+from tdwii_cli.cli.interrupts import ignore_ctrl_c, stop_on_ctrl_c
+from tdwii_cli.errors import Interrupted, TdwiiError
 
 
 class _App(typer.Typer):
     """Typer that turns a `TdwiiError` (or any crash) into one line and an exit code."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        stop_on_ctrl_c()
         try:
             return super().__call__(*args, **kwargs)
+        except Interrupted as exc:  # Ctrl-C: typer would exit 130 without a word
+            ignore_ctrl_c()
+            report_error(exc.message, label="")
+            sys.exit(exc.exit_code)
         except TdwiiError as exc:
             from tdwii_cli.cli.hints import hint_for
 
+            ignore_ctrl_c()
             report_error(exc.message, hint_for(exc))
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug or an unforeseen failure: still one line
             if is_debug():
                 raise
+            ignore_ctrl_c()
             report_error(f"unexpected {type(exc).__name__}: {exc}", "run again with -d for details")
             sys.exit(exitcodes.ERROR)
 

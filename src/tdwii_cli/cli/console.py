@@ -58,9 +58,9 @@ class _OneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if not message.isprintable():
-            from tdwii_cli.net.log import printable
+            from tdwii_cli.text import one_line
 
-            record.msg, record.args = printable(message), None
+            record.msg, record.args = one_line(message), None
         return True
 
 
@@ -120,14 +120,18 @@ def _rich_handler(**kwargs: object) -> logging.Handler:
     return _TableHandler(**kwargs)  # type: ignore[arg-type]
 
 
-def report_error(message: str, hint: str = "") -> None:
-    """Print one error line on stderr (no traceback)."""
-    text = f"tdwii: error: {message}"
+def report_error(message: str, hint: str = "", *, label: str = "error") -> None:
+    """Print one line on stderr (no traceback): `tdwii: error: MESSAGE — HINT`. Whatever a
+    peer put in it is one line there: a control character is shown as an escape."""
+    from tdwii_cli.text import one_line
+
+    text = f"tdwii: {label}: {message}" if label else f"tdwii: {message}"
     if hint:
         text += f" — {hint}"
+    text = one_line(text)
     if stderr_is_terminal():
-        from rich.markup import escape
+        from rich.text import Text
 
-        stderr_console().print(f"[bold red]{escape(text)}[/]", soft_wrap=True)
+        stderr_console().print(Text(text, style="bold red"), soft_wrap=True)
     else:
         print(text, file=sys.stderr, flush=True)

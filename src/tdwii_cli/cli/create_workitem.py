@@ -421,6 +421,7 @@ def _render_table(outcomes: "list[Outcome]", associations: int, elapsed: float) 
 
     from tdwii_cli.cli.console import stdout_console
     from tdwii_cli.client import create as creator
+    from tdwii_cli.text import one_line
 
     colour = {
         creator.CREATED: "green",
@@ -439,11 +440,12 @@ def _render_table(outcomes: "list[Outcome]", associations: int, elapsed: float) 
     for o in outcomes:
         style = colour.get(o.kind, "")
         words = o.detail if o.kind in (creator.CREATED, creator.FAILED) else f"{o.kind}: {o.detail}"
+        words = escape(one_line(words))
         table.add_row(
-            escape(o.source),
-            o.sop_instance_uid or "-",
+            escape(one_line(o.source)),
+            escape(one_line(o.sop_instance_uid or "-")),  # the SCP may assign it
             _status_cell(o),
-            f"[{style}]{escape(words)}[/]" if style else escape(words),
+            f"[{style}]{words}[/]" if style else words,
         )
     console = stdout_console()
     console.print(table)

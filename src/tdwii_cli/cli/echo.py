@@ -50,7 +50,7 @@ def echo(
     secure = f" over {result.tls_version} {result.cipher}" if result.tls_version else ""
     line = (
         f"C-ECHO {where}{secure}: {len(result.statuses)} sent, status "
-        f"{format_status(status)}, rtt ms min {times['min']:.1f} median "
+        f"{format_status(status, 'C-ECHO')}, rtt ms min {times['min']:.1f} median "
         f"{times['median']:.1f} max {times['max']:.1f}"
     )
     typer.echo(line)

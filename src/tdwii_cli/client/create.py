@@ -24,10 +24,11 @@ from tdwii_cli import exitcodes
 from tdwii_cli.client.dicomfiles import NotDicomError, dataset_bytes, iter_paths, read_file
 from tdwii_cli.client.peer import Peer as Peer
 from tdwii_cli.dicom import codec
-from tdwii_cli.dicom.status import SUCCESS, is_warning, status_text
+from tdwii_cli.dicom.status import SUCCESS, is_warning, status_words
 from tdwii_cli.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UPS_PUSH
-from tdwii_cli.errors import TdwiiError
+from tdwii_cli.errors import Interrupted, TdwiiError
 from tdwii_cli.net.dimse import N_CREATE_RQ, Command
+from tdwii_cli.text import one_line
 from tdwii_cli.ups.ncreate import Problem, check_ncreate
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ def send(
     on the current request, so reading and checking files costs no extra time.
     `on_done` is called for every outcome once it is final. When an association
     fails, the READY outcomes not answered become NOT_SENT and `SendInterrupted`
-    (a `TdwiiError` with the raw client's exit code) is raised.
+    (a `TdwiiError` with the raw client's exit code) is raised; likewise on Ctrl-C
+    (`Interrupted`, exit 130), without reading the files not reached.
     """
     from tdwii_cli.net.association import propose
 
@@ -190,6 +192,12 @@ def send(
         for outcome in stream:
             _not_sent(outcome, exc, done)
         raise SendInterrupted(exc, associations) from None
+    except Interrupted as stop:  # Ctrl-C: the files not read yet stay unread
+        cause = TdwiiError(stop.message, exitcodes.INTERRUPTED)
+        for outcome in (current, following):
+            if outcome is not None:
+                _not_sent(outcome, cause, done)
+        raise SendInterrupted(cause, associations) from None
     return associations
 
 
@@ -249,9 +257,9 @@ def _read_response(assoc: Association, request: Command, outcome: Outcome, start
     assert ds is not None and rsp.status is not None
     code = rsp.status
     outcome.status = code
-    outcome.detail = status_text(code)
+    outcome.detail = status_words(code, "N-CREATE")
     if rsp.error_comment:
-        outcome.detail += f" ({rsp.error_comment})"
+        outcome.detail += f" ({one_line(rsp.error_comment)})"
     if rsp.sop_instance and not ds.get("SOPInstanceUID"):
         ds.SOPInstanceUID = rsp.sop_instance
     outcome.kind = CREATED if created(code) else FAILED

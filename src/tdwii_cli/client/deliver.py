@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tdwii_cli import exitcodes
@@ -85,9 +85,15 @@ def deliver(
         if on_step is not None:
             on_step(item)
 
-    found = find(peer, WorklistQuery(station=station, state=SCHEDULED))
-    todo = candidates(found.matches)
-    step("", f"RO-58 worklist query for {station}: {len(found.matches)} SCHEDULED, "
+    ready: list[Match] = []  # only these are kept, without their bytes
+
+    def keep(match: Match) -> None:
+        if candidates([match]):
+            ready.append(replace(match, data=b""))
+
+    found = find(peer, WorklistQuery(station=station, state=SCHEDULED), on_match=keep)
+    todo = candidates(ready)
+    step("", f"RO-58 worklist query for {station}: {found.count} SCHEDULED, "
          f"{len(todo)} READY", found.status)  # fmt: skip
     if not todo:
         raise TdwiiError(

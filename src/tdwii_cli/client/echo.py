@@ -57,7 +57,7 @@ def _echo(assoc: Association, count: int, result: EchoResult) -> None:
             "%s: C-ECHO id=%d status %s in %.1f ms",
             assoc.peer,
             request.message_id,
-            format_status(status),
+            format_status(status, "C-ECHO"),
             took,
         )
         result.statuses.append(status)

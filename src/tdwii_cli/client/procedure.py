@@ -76,14 +76,14 @@ def claim(client: UpsClient, uid: str, transaction_uid: str) -> int:
     """Change State SCHEDULED -> IN PROGRESS with `transaction_uid`; the status."""
     info = data_set({"ProcedureStepState": IN_PROGRESS, "TransactionUID": transaction_uid})
     rsp = client.action(uid, CHANGE_STATE, info, (UPS_PULL,))
-    return judge(f"claim {uid}", rsp.status, rsp.comment)
+    return judge(f"claim {uid}", rsp.status, rsp.comment, operation="N-ACTION")
 
 
 def change_state(client: UpsClient, uid: str, state: str, transaction_uid: str) -> int:
     """Change State to COMPLETED or CANCELED with the performer's Transaction UID."""
     info = data_set({"ProcedureStepState": state, "TransactionUID": transaction_uid})
     rsp = client.action(uid, CHANGE_STATE, info, (UPS_PULL,))
-    return judge(f"change state of {uid} to {state}", rsp.status, rsp.comment)
+    return judge(f"change state of {uid} to {state}", rsp.status, rsp.comment, operation="N-ACTION")
 
 
 # -- RO-62: progress -------------------------------------------------------------------
@@ -131,7 +131,7 @@ def progress(
     """N-SET of the progress (RO-62); the status."""
     modification = _with_transaction(progress_info(percent, description, beam), transaction_uid)
     rsp = client.set(uid, modification)
-    return judge(f"progress update of {uid}", rsp.status, rsp.comment)
+    return judge(f"progress update of {uid}", rsp.status, rsp.comment, operation="N-SET")
 
 
 def _with_transaction(data: bytes, transaction_uid: str) -> bytes:
@@ -161,7 +161,7 @@ class Workitem:
 def read_workitem(client: UpsClient, uid: str, attributes: Sequence[int] = ()) -> Workitem:
     """N-GET of `uid` (the listed attributes, or all); `DimseFailure` when it fails."""
     rsp = client.get(uid, attributes)
-    judge(f"N-GET {uid}", rsp.status, rsp.comment)
+    judge(f"N-GET {uid}", rsp.status, rsp.comment, operation="N-GET")
     data = rsp.explicit() or b""
     try:
         return Workitem(data, raw.scan(data))
@@ -272,7 +272,7 @@ def final_update(
         parts.insert(0, _cancellation_progress(workitem, cancel_reason))
     modification = _with_transaction(b"".join(parts), transaction_uid)
     rsp = client.set(uid, modification)
-    judge(f"final update of {uid}", rsp.status, rsp.comment)
+    judge(f"final update of {uid}", rsp.status, rsp.comment, operation="N-SET")
     return workitem
 
 
@@ -315,4 +315,4 @@ def request_cancel(
         values["ContactURI"] = contact_uri
     info = data_set({k: v for k, v in values.items() if v})
     rsp = client.action(uid, REQUEST_CANCEL, info, (UPS_PUSH, UPS_PULL, UPS_WATCH))
-    return judge(f"request cancel of {uid}", rsp.status, rsp.comment)
+    return judge(f"request cancel of {uid}", rsp.status, rsp.comment, operation="N-ACTION")

@@ -1,6 +1,8 @@
 """What a client does with a DIMSE status: success goes on, a warning (B3xx, 0001, 0107,
 0116) is logged and goes on (exit 0), a failure is a `DimseFailure` (exit 64), each
-shown in hex and in the standard's words."""
+shown in hex and in the standard's words. A status the operation does not return (a
+Pending to an N-SET) is a failure, named as such; the peer's Error Comment is shown on
+one line, escaped (`tdwii_cli.text.one_line`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import logging
 from tdwii_cli import exitcodes
 from tdwii_cli.dicom import status as st
 from tdwii_cli.errors import TdwiiError
+from tdwii_cli.text import one_line
 
 log = logging.getLogger("tdwii.ups")
 
@@ -32,28 +35,31 @@ _HINTS = {
 
 
 class DimseFailure(TdwiiError):
-    """The peer answered `what` with a failure status (exit 64)."""
+    """The peer answered `what` (an `operation`, e.g. "N-SET") with a failure (exit 64)."""
 
-    def __init__(self, what: str, status: int, comment: str = "") -> None:
-        words = f"{what}: {describe(status, comment)}"
+    def __init__(self, what: str, status: int, comment: str = "", operation: str = "") -> None:
+        words = f"{what}: {describe(status, comment, operation)}"
         super().__init__(words, exitcodes.DIMSE_FAILURE, _HINTS.get(status, ""))
         self.status = status
         self.comment = comment
 
 
-def describe(status: int, comment: str = "") -> str:
-    """`0xB304 (Warning: ...)` and the Error Comment, when it adds to the standard's words."""
-    text = st.format_status(status)
+def describe(status: int, comment: str = "", operation: str = "") -> str:
+    """`0xB304 (Warning: ...)` and the Error Comment (escaped), when it adds to the
+    standard's words; a status `operation` does not return is named as such."""
+    text = st.format_status(status, operation)
     if comment and comment.strip().lower() not in text.lower():
-        return f"{text}: {comment}"
+        return f"{text}: {one_line(comment)}"
     return text
 
 
-def judge(what: str, status: int, comment: str = "") -> int:
-    """`status` when it is success or a warning (logged); `DimseFailure` otherwise."""
-    if status == st.SUCCESS:
-        return status
-    if st.is_warning(status):
-        log.warning("%s: %s", what, describe(status, comment))
-        return status
-    raise DimseFailure(what, status, comment)
+def judge(what: str, status: int, comment: str = "", *, operation: str) -> int:
+    """`status` when it is success or a warning (logged) that `operation` returns;
+    `DimseFailure` otherwise."""
+    if st.belongs(status, operation):
+        if status == st.SUCCESS:
+            return status
+        if st.is_warning(status):
+            log.warning("%s: %s", what, describe(status, comment, operation))
+            return status
+    raise DimseFailure(what, status, comment, operation)

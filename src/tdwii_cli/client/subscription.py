@@ -58,21 +58,24 @@ def subscribe(
     """N-ACTION Subscribe to `instance`; the status (B301: lock not granted, a warning)."""
     info = action_info(receiving_ae, lock, filters)
     rsp = client.action(instance, SUBSCRIBE, info, (UPS_WATCH,))
-    return judge(f"subscribe {receiving_ae} to {_label(instance)}", rsp.status, rsp.comment)
+    what = f"subscribe {receiving_ae} to {_label(instance)}"
+    return judge(what, rsp.status, rsp.comment, operation="N-ACTION")
 
 
 def unsubscribe(client: UpsClient, instance: str, receiving_ae: str) -> int:
     """N-ACTION Unsubscribe from `instance` (a global instance: from everything)."""
     info = action_info(receiving_ae, None)
     rsp = client.action(instance, UNSUBSCRIBE, info, (UPS_WATCH,))
-    return judge(f"unsubscribe {receiving_ae} from {_label(instance)}", rsp.status, rsp.comment)
+    what = f"unsubscribe {receiving_ae} from {_label(instance)}"
+    return judge(what, rsp.status, rsp.comment, operation="N-ACTION")
 
 
 def suspend(client: UpsClient, receiving_ae: str) -> int:
     """N-ACTION Suspend Global Subscription: no new workitems for `receiving_ae`."""
     info = action_info(receiving_ae, None)
     rsp = client.action(UPS_GLOBAL_SUBSCRIPTION, SUSPEND_GLOBAL, info, (UPS_WATCH,))
-    return judge(f"suspend the global subscription of {receiving_ae}", rsp.status, rsp.comment)
+    what = f"suspend the global subscription of {receiving_ae}"
+    return judge(what, rsp.status, rsp.comment, operation="N-ACTION")
 
 
 def _label(instance: str) -> str:

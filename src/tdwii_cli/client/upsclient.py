@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tdwii_cli.dicom import rawdataset as raw
+from tdwii_cli.dicom.status import is_pending
 from tdwii_cli.dicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
@@ -126,6 +127,15 @@ class UpsClient:
         self, identifier: bytes, sop_class: str
     ) -> Iterator[tuple[Command, AcceptedContext, Response]]:
         """C-FIND: (request, context, response) for each response, the final one last."""
+        request, context = self.find_request(identifier, sop_class)
+        while True:
+            rsp = self.find_response(request, context)
+            yield request, context, rsp
+            if not is_pending(rsp.status):
+                return
+
+    def find_request(self, identifier: bytes, sop_class: str) -> tuple[Command, AcceptedContext]:
+        """Send a C-FIND-RQ; the request and its context, for `find_response` and `cancel`."""
         context = self.assoc.context(sop_class, PREFERRED)
         payload = self._encode(identifier, context)
         request = Command(
@@ -136,12 +146,13 @@ class UpsClient:
             has_dataset=True,
         )
         log.info("%s: C-FIND-RQ on %s", self.peer, uid_name(sop_class))
-        for message in self.assoc.request(request, payload, context):
-            yield (
-                request,
-                context,
-                Response(message.command, message.dataset, context.transfer_syntax),
-            )
+        self.assoc.send(request, payload, context)
+        return request, context
+
+    def find_response(self, request: Command, context: AcceptedContext) -> Response:
+        """The next response to the C-FIND `request` (Pending ones first, then the final)."""
+        message = self.assoc.response(request)
+        return Response(message.command, message.dataset, context.transfer_syntax)
 
     def cancel(self, request: Command, context: AcceptedContext) -> None:
         """C-CANCEL-RQ for a C-FIND still streaming."""

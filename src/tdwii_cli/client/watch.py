@@ -27,6 +27,7 @@ from tdwii_cli.scp.acceptor import Acceptor, AcceptorSettings
 from tdwii_cli.scp.limits import LimitSettings
 from tdwii_cli.scp.messages import Reply, Request
 from tdwii_cli.scp.session import SessionSettings
+from tdwii_cli.text import one_line
 from tdwii_cli.ups.vocabulary import (
     ASSIGNED,
     CANCEL_REQUESTED,
@@ -59,13 +60,13 @@ class Report:
         return EVENT_NAMES.get(self.event_type, f"event type {self.event_type}")
 
     def line(self) -> str:
-        """The one-line form `watch` prints."""
+        """The one-line form `watch` prints (what the sender wrote shown escaped)."""
         percent = f"{self.progress}%" if self.progress else ""
         what = " ".join(x for x in (self.state, percent, self.description) if x)
         parts = [self.received.strftime("%H:%M:%S.%f")[:-3], self.event, self.uid]
         parts += [x for x in (what, self.detail) if x]
         parts.append(f"from {self.sender_ae} ({self.peer})")
-        return "  ".join(parts)
+        return one_line("  ".join(parts))
 
     def to_json(self) -> dict[str, Any]:
         return {

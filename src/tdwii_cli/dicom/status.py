@@ -92,6 +92,30 @@ def status_text(code: int) -> str:
     return category if category != st.STATUS_UNKNOWN else "Unknown status"
 
 
-def format_status(code: int) -> str:
-    """E.g. `0xC309 (Failure: The provided value of UPS State was not SCHEDULED)`."""
-    return f"0x{code:04X} ({status_text(code)})"
+# statuses that only some operations return (PS3.7 C.4, PS3.4 C.4.1.1.4, C.4.2, C.4.3):
+# Pending and Cancel belong to the C- operations that answer more than once
+_ONLY_FOR = {
+    PENDING: ("C-FIND", "C-GET", "C-MOVE"),
+    PENDING_WITH_WARNINGS: ("C-FIND",),
+    CANCEL: ("C-FIND", "C-GET", "C-MOVE"),
+}
+
+
+def belongs(code: int, operation: str) -> bool:
+    """False when `code` is a status that `operation` (e.g. "N-SET") never returns: a
+    Pending or Cancel outside C-FIND, C-GET and C-MOVE."""
+    return operation in _ONLY_FOR.get(code, (operation,))
+
+
+def status_words(code: int, operation: str = "") -> str:
+    """The standard's words for `code`; for a status that `operation` does not return, its
+    category and that: `Pending, which N-SET does not return`."""
+    if operation and not belongs(code, operation):
+        return f"{status_text(code).split(':', 1)[0]}, which {operation} does not return"
+    return status_text(code)
+
+
+def format_status(code: int, operation: str = "") -> str:
+    """E.g. `0xC309 (Failure: The provided value of UPS State was not SCHEDULED)`, or
+    `0xFF00 (Pending, which N-SET does not return)` (see `status_words`)."""
+    return f"0x{code:04X} ({status_words(code, operation)})"

@@ -1,12 +1,8 @@
 """What the `tdwii ups` commands share: the peer, UID arguments, the transaction file and
-Transaction UID options, keys, and Ctrl-C handling (declared once, here)."""
+Transaction UID options, and keys (declared once, here)."""
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -114,29 +110,3 @@ def forget(path: Path | None, uid: str) -> None:
         transaction_file(path).remove(uid)
     except TdwiiError as exc:
         logging.getLogger("tdwii.ups").warning("%s", exc.message)
-
-
-@contextmanager
-def cancel_on_ctrl_c() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C (the command cancels cleanly); a second one stops
-    at once (one line, exit 130; the association is aborted on the way out)."""
-    pressed = threading.Event()
-    previous: Any = None
-
-    def on_sigint(_signum: int, _frame: object) -> None:
-        if pressed.is_set():  # the peer did not answer the cancel: stop here (A-ABORT)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise TdwiiError("interrupted again: association aborted", exitcodes.INTERRUPTED)
-        pressed.set()
-
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield pressed
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def interrupted() -> typer.Exit:
-    return typer.Exit(exitcodes.INTERRUPTED)

@@ -9,7 +9,7 @@ from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
 from tdwii_cli.cli.ups.common import Host, Port, TransactionsPath, peer, transaction_file
-from tdwii_cli.errors import TdwiiError
+from tdwii_cli.errors import Interrupted, TdwiiError
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
 
@@ -65,7 +65,7 @@ def deliver(
             transactions=store,
             on_step=show,
         )
-    except KeyboardInterrupt:
+    except Interrupted:
         raise TdwiiError(
             f"interrupted: a workitem claimed here stays IN PROGRESS, its Transaction UID "
             f"in {store.path}",

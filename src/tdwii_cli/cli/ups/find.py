@@ -1,24 +1,19 @@
-"""`tdwii ups find`: the worklist query (UPS C-FIND), streamed into a table."""
+"""`tdwii ups find`: the worklist query (UPS C-FIND), streamed as a table, lines or JSON."""
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
-from tdwii_cli.cli.ups.common import (
-    Host,
-    Json,
-    Keys,
-    Port,
-    cancel_on_ctrl_c,
-    interrupted,
-    parse_keys,
-    peer,
-)
+from tdwii_cli.cli.ups.common import Host, Json, Keys, Port, parse_keys, peer
+from tdwii_cli.errors import Interrupted
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
+
+if TYPE_CHECKING:
+    from tdwii_cli.client.find import FindResult
 
 MATCH = "Matching"
 
@@ -88,8 +83,12 @@ def find(
 ) -> None:
     """Query a worklist (UPS C-FIND), e.g. a treatment machine's: `--station TB1 --date today`.
 
-    Matches are shown as they arrive. `--limit` or Ctrl-C sends C-CANCEL.
+    Matches are shown as they arrive: a table on a terminal (at most 1,000 rows, then
+    C-CANCEL), lines when piped, or --json; both stream any number. `--limit` or Ctrl-C
+    sends C-CANCEL.
     """
+    from tdwii_cli.cli.interrupts import cancel_on_ctrl_c
+    from tdwii_cli.cli.ups.matches import output
     from tdwii_cli.client.find import find as run_find
     from tdwii_cli.ups.worklist import WorklistQuery, parse_when
 
@@ -104,35 +103,39 @@ def find(
         keys=parse_keys(keys),
     )
     target = peer(host, port, tls, net)
-    table = None
-    if not json_out:
-        from tdwii_cli.cli.ups.render import WorklistTable
-
-        table = WorklistTable()
+    shown = output(json_out)
+    if shown.bound and not 0 < limit <= shown.bound:
+        limit = shown.bound + 1  # one more than it shows: so we know there were more
     completed = False
     try:
         with cancel_on_ctrl_c() as pressed:
             result = run_find(
-                target,
-                query,
-                sop=sop,
-                limit=limit,
-                on_match=table.add if table is not None else None,
-                interrupt=pressed,
+                target, query, sop=sop, limit=limit, on_match=shown.add, interrupt=pressed
             )
         completed = True
     finally:
-        if table is not None:
-            table.close(completed)
-    if json_out:
-        from tdwii_cli.cli.ups.render import dicom_json
-        from tdwii_cli.dicom import codec
+        shown.close(completed)
+    _summary(result, shown.shown)
+    if shown.bound and result.count > shown.bound:
+        from tdwii_cli.cli.console import log as console_log
 
-        print(dicom_json([codec.decode(m.data) for m in result.matches]))
+        console_log.warning(
+            "more than %s matches: the table shows the first %s (C-CANCEL sent); --json, or "
+            "the output piped, streams them all; --limit N or a narrower query shows fewer",
+            f"{shown.bound:,}",
+            f"{shown.bound:,}",
+        )
+
+
+def _summary(result: "FindResult", shown: int) -> None:
+    """The count at -v; after Ctrl-C, the one line of the interruption (exit 130)."""
     from tdwii_cli.cli.console import log as console_log
 
     more = f", {result.after_cancel} more after C-CANCEL" if result.after_cancel else ""
-    console_log.info("%d match(es)%s in %.0f ms", len(result.matches), more, result.seconds * 1000)
+    console_log.info("%d match(es)%s in %.0f ms", result.count, more, result.seconds * 1000)
     if result.interrupted:
-        console_log.warning("interrupted: C-CANCEL sent after %d match(es)", len(result.matches))
-        raise interrupted()
+        words = f"interrupted (Ctrl-C) after {shown:,} match(es) shown"
+        if result.cancelled:
+            words += "; C-CANCEL sent"
+        words += "; association aborted" if result.aborted else "; the peer ended the query"
+        raise Interrupted(words)

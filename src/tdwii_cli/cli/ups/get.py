@@ -38,7 +38,7 @@ def get(
         wanted.append(path[0].tag)
     with connect(peer(host, port, tls, net), [UPS_PULL, UPS_WATCH], required=()) as client:
         rsp = client.get(uid, wanted)
-    judge(f"N-GET {uid}", rsp.status, rsp.comment)
+    judge(f"N-GET {uid}", rsp.status, rsp.comment, operation="N-GET")
     try:
         ds = rsp.dataset()
     except Exception as exc:

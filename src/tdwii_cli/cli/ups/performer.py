@@ -68,7 +68,7 @@ def claim(
     from tdwii_cli.client.upsclient import connect
     from tdwii_cli.dicom.uids import UPS_PULL
     from tdwii_cli.dicom.values import now_dt, valid_uid
-    from tdwii_cli.errors import TdwiiError
+    from tdwii_cli.errors import Interrupted, TdwiiError
 
     txn_uid = (transaction_uid or "").strip() or procedure.new_transaction_uid()
     if not valid_uid(txn_uid):
@@ -76,8 +76,14 @@ def claim(
     store = transaction_file(transactions)
     store.all()  # a corrupt file is reported before the claim, not after
     claimed = now_dt()
-    with connect(peer(host, port, tls, net), [UPS_PULL]) as client:
-        status = procedure.claim(client, uid, txn_uid)
+    try:
+        with connect(peer(host, port, tls, net), [UPS_PULL]) as client:
+            status = procedure.claim(client, uid, txn_uid)
+    except Interrupted:  # the server may have taken the claim: say with which credential
+        raise Interrupted(
+            f"interrupted (Ctrl-C) during the claim of {uid}; if the server took it, its "
+            f"Transaction UID is {txn_uid} (tdwii ups cancel/complete --transaction-uid)"
+        ) from None
     store.put(Transaction(uid, txn_uid, f"{host}:{port}", net.called_aet, claimed))
     _say(f"claimed {uid}: IN PROGRESS, Transaction UID {txn_uid}, status {_status_words(status)}")
     _say(f"kept in {store.path}")

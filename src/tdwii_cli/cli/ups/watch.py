@@ -10,6 +10,7 @@ import typer
 from tdwii_cli.cli.options.association import scu_options
 from tdwii_cli.cli.options.log import LogOptions, log_options
 from tdwii_cli.cli.options.tls import tls_options
+from tdwii_cli.errors import Interrupted
 from tdwii_cli.net.options import ScuOptions
 from tdwii_cli.tls.options import TlsOptions
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 wlog = logging.getLogger("tdwii.watch")
 LISTEN = "Listening"
+CTRL_C_GRACE = 0.3  # seconds, after Ctrl-C, for the unsubscription and running senders
 
 
 @log_options
@@ -116,16 +118,20 @@ def watch(
         f"tdwii ups watch: {net.calling_aet} listening on {shown}:{bound} ({mode}); Ctrl-C to stop",
     )
     subscribed = None
+    ended_by: int | None = None
     try:
         if subscribe is not None:
             subscribed = _subscribe(subscribe, filters, tls, net)
             _banner(log, f"subscribed {net.calling_aet} at {subscribe[0]}:{subscribe[1]}")
-        _wait(done)
+        ended_by = _wait(done)
     finally:
-        if subscribed is not None:
-            _unsubscribe(subscribed, tls, net)
-        watcher.stop()
+        ctrl_c = ended_by == signal.SIGINT
+        if subscribed is not None:  # after Ctrl-C, briefly: the person is waiting
+            _unsubscribe(subscribed, tls, _brief(net) if ctrl_c else net)
+        watcher.stop(CTRL_C_GRACE if ctrl_c else 2.0)
     wlog.info("%d report(s) received", watcher.count)
+    if ended_by == signal.SIGINT:
+        raise Interrupted(f"interrupted (Ctrl-C): {watcher.count} report(s) received")
 
 
 def _banner(log: LogOptions, text: str) -> None:
@@ -147,18 +153,37 @@ def _listen(watcher: "Watcher", host: str, port: int) -> None:
         raise listen_error(exc, host, port) from None
 
 
-def _wait(done: threading.Event) -> None:
-    """Until `done`, SIGINT or SIGTERM."""
+def _wait(done: threading.Event) -> int | None:
+    """Until `done`, SIGINT or SIGTERM; the signal that ended it, if one did."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        done.set()
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda _s, _f: done.set())
+            previous[sig] = signal.signal(sig, on_signal)
     try:
         while not done.wait(0.5):
             pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return received[0] if received else None
+
+
+def _brief(net: ScuOptions) -> ScuOptions:
+    """`net` with every timeout at most `CTRL_C_GRACE`: the unsubscription after Ctrl-C."""
+    from dataclasses import replace
+
+    return replace(
+        net,
+        connect_timeout=min(net.connect_timeout, CTRL_C_GRACE),
+        acse_timeout=min(net.acse_timeout, CTRL_C_GRACE),
+        dimse_timeout=min(net.dimse_timeout, CTRL_C_GRACE),
+    )
 
 
 def _subscription_peer(target: tuple[str, int], tls: TlsOptions, net: ScuOptions) -> "Peer":
