@@ -30,6 +30,7 @@ from tdwii_cli.dicom import rawdataset as raw
 from tdwii_cli.dicom import status as st
 from tdwii_cli.dicom.uids import UPS_PULL, UPS_QUERY, UPS_WATCH
 from tdwii_cli.errors import Interrupted, TdwiiError
+from tdwii_cli.net.errors import DeadlineMissed
 from tdwii_cli.ups.worklist import Match, WorklistQuery
 
 if TYPE_CHECKING:
@@ -150,10 +151,12 @@ def _drain(
     After an interrupt, which may have cut a response short, anything that goes wrong
     reading is giving up too."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
         try:
             with _waiting(interrupt):
-                rsp = client.find_response(request, context)
+                rsp = client.find_response(request, context, left)
+        except DeadlineMissed:
+            break
         except Exception as exc:
             if not result.interrupted:
                 raise

@@ -149,9 +149,12 @@ class UpsClient:
         self.assoc.send(request, payload, context)
         return request, context
 
-    def find_response(self, request: Command, context: AcceptedContext) -> Response:
-        """The next response to the C-FIND `request` (Pending ones first, then the final)."""
-        message = self.assoc.response(request)
+    def find_response(
+        self, request: Command, context: AcceptedContext, timeout: float | None = None
+    ) -> Response:
+        """The next response to the C-FIND `request` (Pending ones first, then the final),
+        within `timeout` (default the DIMSE timeout; `DeadlineMissed` after it)."""
+        message = self.assoc.response(request, timeout)
         return Response(message.command, message.dataset, context.transfer_syntax)
 
     def cancel(self, request: Command, context: AcceptedContext) -> None:

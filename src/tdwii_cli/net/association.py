@@ -168,9 +168,11 @@ class Association:
         data = self.channel.layer.send_message(context.id, command, dataset, self.max_pdu)
         self.channel.send(data, self.options.dimse_timeout)
 
-    def receive(self) -> Message:
-        """The next message from the peer: each of its PDUs whole within the DIMSE timeout."""
-        timeout = self.options.dimse_timeout
+    def receive(self, timeout: float | None = None) -> Message:
+        """The next message from the peer: each of its PDUs whole within `timeout` (default
+        the DIMSE timeout); `DeadlineMissed` after it."""
+        if timeout is None:
+            timeout = self.options.dimse_timeout
         event = self.channel.next_event(timeout, timeout)
         if isinstance(event, MessageReceived):
             return event.message
@@ -186,10 +188,10 @@ class Association:
     def tls(self) -> bool:
         return isinstance(self.sock, ssl.SSLSocket)
 
-    def response(self, request: Command) -> Message:
+    def response(self, request: Command, timeout: float | None = None) -> Message:
         """The next message, checked to be a response to `request` (`PeerViolation` if
-        not)."""
-        message = self.receive()
+        not), within `timeout` (see `receive`)."""
+        message = self.receive(timeout)
         rsp = message.command
         expected = request.field | 0x8000
         if rsp.field != expected:

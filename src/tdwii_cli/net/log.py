@@ -145,7 +145,8 @@ def dimse_line(peer: str, direction: str, command: Command, took_ms: float | Non
         uid = f" uid={printable(command.sop_instance)}" if command.sop_instance else ""
         log.info("%s: %s %s id=%s%s", peer, direction, command.name, command.message_id, uid)
         return
-    status = format_status(command.status) if command.status is not None else "no status"
+    operation = command.name.removesuffix("-RSP")  # a status out of place is named so
+    status = format_status(command.status, operation) if command.status is not None else "no status"
     took = f" in {took_ms:.1f} ms" if took_ms is not None else ""
     log.info(
         "%s: %s %s id=%s status %s%s",
