@@ -124,7 +124,16 @@ def answer_titles(ac: bytes, rq_payload: bytes) -> bytes:
     return ac[:10] + rq_payload[4:36] + ac[42:]
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def quickack(sock: socket.socket) -> None:
+    """Acknowledge what has arrived now, not when the delayed-ACK timer says (40 ms)."""
+    if QUICKACK is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+
+
+def _recv_exact(sock: socket.socket, n: int, ack: bool) -> bytes:
     chunks = []
     while n:
         chunk = sock.recv(min(n, 1 << 16))
@@ -132,15 +141,20 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
             raise Closed("the peer closed the connection")
         chunks.append(chunk)
         n -= len(chunk)
+        if n and ack and not getattr(sock, "pending", int)():
+            quickack(sock)  # the PDU is incomplete and we are about to wait for the rest
     return b"".join(chunks)
 
 
-def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    """(PDU type, payload) of the next PDU (no limits: the peers here are trusted)."""
-    pdu_type, _, length = struct.unpack(">BBL", _recv_exact(sock, 6))
+def read_pdu(sock: socket.socket, ack: bool = False) -> tuple[int, bytes]:
+    """(PDU type, payload) of the next PDU (no limits: the peers here are trusted). With
+    `ack`, a read that leaves the PDU incomplete sets TCP_QUICKACK before the next: a client
+    with Nagle on that wrote the PDU in two parts (DCMTK writes a P-DATA-TF's header apart
+    from its PDV) holds the second until the first is acknowledged."""
+    pdu_type, _, length = struct.unpack(">BBL", _recv_exact(sock, 6, ack))
     if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
         raise ValueError(f"not a DICOM PDU (type 0x{pdu_type:02X})")
-    return pdu_type, _recv_exact(sock, length)
+    return pdu_type, _recv_exact(sock, length, ack)
 
 
 def echo_status(sock: socket.socket) -> int:
