@@ -512,7 +512,8 @@ def report(
                     results[(TDWII, kind, clients)]["cpu"] / results[(FLOOR, kind, clients)]["cpu"]
                 )
                 parts.append(f"{kind} x{clients} {ratio:.2f}x")
-    print("  server CPU per association / the floor's (target <= 1.15x): " + ", ".join(parts))
+    if parts:
+        print("  server CPU per association / the floor's (target <= 1.15x): " + ", ".join(parts))
     nocrl = [
         f"{kind} x{c} {r['cpu'] / results[(FLOOR, kind, c)]['cpu']:.2f}x"
         for (name, kind, c), r in results.items()
