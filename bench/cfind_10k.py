@@ -11,10 +11,18 @@ quarter of them already COMPLETED), then measures the same query two ways:
   the final response, and the server's own time for it (its -v log), and the
   server's CPU per C-FIND (from /proc), with matches and with none: their
   difference over the matches is the CPU per pending response;
+- the typical query again with a client as it comes: a pynetdicom SCU with its defaults
+  (Nagle on), `--repeat` C-FINDs on one association, each timed from the request to the
+  final response, and the server's CPU per C-FIND. pynetdicom sends the command set and
+  the identifier in two P-DATA-TF PDUs: with Nagle on the second waits for the server's
+  ACK of the first. Against `--baseline` too. For reference, the same SCU with
+  TCP_NODELAY set on its socket (what pynetdicom itself costs). `--no-pynetdicom` skips
+  both;
 - a universal query (every SCHEDULED workitem) against a server with a 1 s idle
   timeout: the stream takes longer than that and must not be cut.
 
     python bench/cfind_10k.py [-n 10000] [--repeat 50] [--db FILE] [--baseline SRC]
+                              [--no-pynetdicom]
 
 Prints p50/p90/max in milliseconds and the number of matches.
 """
@@ -213,6 +221,48 @@ def over_association(
     return times, matches, cpu / repeat
 
 
+def pynetdicom_find(
+    work: Path, server: Served, query: Dataset, repeat: int, nodelay: bool = False
+) -> tuple[list[float], int, float]:
+    """The same as `over_association` with a pynetdicom SCU as it comes (its defaults: Nagle
+    on, every identifier decoded with pydicom), or with TCP_NODELAY set on its socket."""
+    import ssl
+
+    from pynetdicom import AE, evt
+
+    def tuned(event: evt.Event) -> None:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    certs = work / "certs"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs / "rootCA" / "rootCA.pem")
+    node = certs / "clients" / "workitemcreator" / "workitemcreator"
+    ctx.load_cert_chain(f"{node}.pem", f"{node}.key")
+    ae = AE(ae_title="TDD")
+    ae.add_requested_context(UPS_PULL, [EXPLICIT_VR_LE, "1.2.840.10008.1.2"])
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="UPSSCP", tls_args=(ctx, "localhost"))
+    if not assoc.is_established:
+        raise RuntimeError("pynetdicom: association not established")
+    times, matches = [], 0
+    try:
+        cpu0 = cpu_seconds(server.proc.pid)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            found = 0
+            for status, _identifier in assoc.send_c_find(query, UPS_PULL):
+                code = status.Status if status else None
+                if code in (0xFF00, 0xFF01):
+                    found += 1
+                elif code != 0:
+                    raise RuntimeError(f"pynetdicom: C-FIND status {code}")
+            times.append(time.perf_counter() - start)
+            matches = found
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+    finally:
+        assoc.release()
+    return times, matches, cpu / repeat
+
+
 def everything() -> Dataset:
     """A universal query: every SCHEDULED workitem, the usual return keys."""
     q = tdd_query(START, "TB00")
@@ -232,7 +282,17 @@ def main() -> None:
         metavar="SRC",
         help="also run the typical query against the tdwii serve in this src folder",
     )
+    parser.add_argument(
+        "--no-pynetdicom", action="store_true", help="no run with a pynetdicom SCU as it comes"
+    )
     args = parser.parse_args()
+    field = not args.no_pynetdicom
+    if field:
+        try:
+            import pynetdicom  # noqa: F401
+        except ImportError:
+            print("pynetdicom not installed: no run with a client as it comes", file=sys.stderr)
+            field = False
     with tempfile.TemporaryDirectory(prefix="tdwii-cfind-") as tmp:
         work = Path(tmp)
         init_pki(work / "certs")
@@ -256,6 +316,13 @@ def main() -> None:
             if matches:
                 each = (cpu - none_cpu) / matches
                 print(f"server CPU per pending response: {each * 1000:.3f} ms")
+            if field:
+                times, matches, cpu = pynetdicom_find(work, server, query, args.repeat)
+                figures("pynetdicom SCU (as it comes)", times, matches)
+                print(f"  server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches)")
+                times, matches, cpu = pynetdicom_find(work, server, query, args.repeat, True)
+                figures("pynetdicom SCU with TCP_NODELAY", times, matches)
+                print(f"  server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches)")
         finally:
             server.stop()
         if args.baseline:
@@ -266,6 +333,10 @@ def main() -> None:
                 if base.server_times():  # (an older server may not log its final response)
                     figures("  the same, at the server", base.server_times(), matches)
                 print(f"baseline server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches)")
+                if field:
+                    times, matches, cpu = pynetdicom_find(work, base, query, args.repeat)
+                    figures("baseline: pynetdicom SCU", times, matches)
+                    print(f"  server CPU per C-FIND: {cpu * 1000:.2f} ms ({matches} matches)")
             finally:
                 base.stop()
         # a long stream with a short idle timeout: it must not be cut

@@ -2,6 +2,7 @@
 """Benchmark: create N workitems from a folder over one mTLS association.
 
     python bench/create_many.py [-n 1000] [--peer both|tdwii|pynetdicom] [--runs 1] [--keep DIR]
+                                [--client tdwii pynetdicom [pynetdicom-nodelay]] [--scu-n 200]
                                 [--baseline SRC] [--secured]
 
 Makes a fresh PKI (`tdwii pki init`) and N workitem files in a temp folder,
@@ -19,6 +20,18 @@ N-CREATE checks, pynetdicom's own 1 ms polling) for comparison. `--secured` adds
 title bound to its certificate with role create; every N-CREATE audited to a file and to
 an rsyslog repository over mutual TLS, started here as in the tests) to the same
 interleaved runs, and prints its rate against the plain `tdwii serve`.
+
+Clients (`--client`, by default `tdwii pynetdicom`): `tdwii create-workitem` (ours:
+TCP_NODELAY, the file's bytes sent as they are) and a client as it comes: a pynetdicom
+SCU with its defaults (Nagle on; calling AE title TDWII as ours), which reads the first `--scu-n`
+files with pydicom and sends an N-CREATE for each over one association. pynetdicom sends
+a request's command set and its data set in two P-DATA-TF PDUs, so with Nagle on the
+second waits for the peer's ACK of the first: a peer that delays that ACK costs it the
+delayed-ACK timer per request. It runs against every peer, a freshly started peer each
+time, interleaved with the runs of `create-workitem`; its whole process and its
+association (associate to release, in-process) are timed, with the p50 of one N-CREATE.
+`pynetdicom-nodelay` adds the same SCU with TCP_NODELAY set on its socket: what pynetdicom
+itself costs, without the wait.
 """
 
 from __future__ import annotations
@@ -73,6 +86,51 @@ MINIMAL_SCP = textwrap.dedent(
                     evt_handlers=[(evt.EVT_N_CREATE, create), (evt.EVT_CONN_OPEN, nodelay)])
     """
 )
+
+
+MINIMAL_SCU = textwrap.dedent(
+    """
+    import json, ssl, sys, time
+    from pathlib import Path
+    from pydicom import dcmread
+    import socket
+    from pynetdicom import AE, evt
+    certs, port, folder, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    nodelay = sys.argv[5] == "1"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{certs}/rootCA/rootCA.pem")
+    node = f"{certs}/clients/workitemcreator/workitemcreator"
+    ctx.load_cert_chain(node + ".pem", node + ".key")
+    UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
+    ae = AE(ae_title="TDWII")
+    ae.add_requested_context(UPS_PUSH, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    files = sorted(Path(folder).glob("*.dcm"))[:count]
+    started = time.perf_counter()
+    def tuned(event):
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    handlers = [(evt.EVT_CONN_OPEN, tuned)] if nodelay else []
+    assoc = ae.associate("127.0.0.1", port, ae_title="ANY-SCP", tls_args=(ctx, "localhost"),
+                         evt_handlers=handlers)
+    if not assoc.is_established:
+        sys.exit("association not established")
+    created, each = 0, []
+    for path in files:
+        ds = dcmread(path)
+        sent = time.perf_counter()
+        status, _ = assoc.send_n_create(ds, UPS_PUSH, ds.SOPInstanceUID)
+        each.append(time.perf_counter() - sent)
+        if status and status.Status == 0:
+            created += 1
+    assoc.release()
+    seconds = time.perf_counter() - started
+    each.sort()
+    print(json.dumps({"created": created, "associations": 1, "seconds": seconds,
+                      "p50": each[len(each) // 2] if each else 0.0}))
+    """
+)
+
+
+SCU_KINDS = ["tdwii", "pynetdicom", "pynetdicom-nodelay"]
 
 
 def free_port() -> int:
@@ -151,16 +209,56 @@ def repository(work: Path, certs: Path):  # type: ignore[no-untyped-def]
     return Repository(work / "repository", certs)
 
 
-def one_run(work: Path, items: Path, port: int) -> tuple[float, dict]:
-    client = [*TDWII, "create-workitem", "--mtls", "127.0.0.1", str(port),
-              str(items), "--json", "-q"]  # fmt: skip
+def one_run(
+    work: Path, items: Path, port: int, client_kind: str = "tdwii", count: int = 0
+) -> tuple[float, dict]:
+    if client_kind.startswith("pynetdicom"):
+        certs = work / "certs"
+        nodelay = "1" if client_kind == "pynetdicom-nodelay" else "0"
+        client = [sys.executable, "-c", MINIMAL_SCU, str(certs), str(port), str(items),
+                  str(count), nodelay]  # fmt: skip
+    else:
+        client = [*TDWII, "create-workitem", "--mtls", "127.0.0.1", str(port),
+                  str(items), "--json", "-q"]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(client, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         print(result.stderr[-2000:], file=sys.stderr)
-        raise SystemExit(f"create-workitem exited {result.returncode}")
+        raise SystemExit(f"{client_kind} client exited {result.returncode}")
     return wall, json.loads(result.stdout)
+
+
+def report_scu(
+    scu: dict[tuple[str, str], list[dict]], inner: dict[str, list[float]], scu_n: int, n: int
+) -> str:
+    """The pynetdicom SCU's medians per peer, against tdwii serve's, and against ours."""
+    lines = []
+    for (kind, name), docs in scu.items():
+        rate = statistics.median(scu_n / d["seconds"] for d in docs)
+        one = statistics.median(d["p50"] for d in docs) * 1000
+        cpu = statistics.median(d["cpu"] for d in docs) / scu_n * 1000
+        said = "as it comes" if kind == "pynetdicom" else "TCP_NODELAY"
+        line = (
+            f"pynetdicom SCU ({said}) against {name}: {rate:.0f}/s in-process, one "
+            f"N-CREATE p50 {one:.1f} ms, server CPU {cpu:.2f} ms (median of {len(docs)} runs)"
+        )
+        if inner.get(name):
+            ours = statistics.median(n / s for s in inner[name])
+            line += f"; tdwii create-workitem {ours:.0f}/s in-process ({rate / ours:.2f}x)"
+        lines.append(line)
+    for kind in ("pynetdicom", "pynetdicom-nodelay"):
+        if (kind, "tdwii") in scu and (kind, "pynetdicom") in scu:
+            pairs = sorted(
+                p["seconds"] / t["seconds"]
+                for t, p in zip(scu[(kind, "tdwii")], scu[(kind, "pynetdicom")], strict=True)
+            )
+            mid = statistics.median(pairs)
+            lines.append(
+                f"{kind} SCU: tdwii serve / minimal pynetdicom SCP: {mid:.2f}x the rate "
+                f"(median of {len(pairs)} interleaved runs, {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
+            )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -169,6 +267,17 @@ def main() -> int:
     parser.add_argument("--peer", choices=["tdwii", "pynetdicom", "both"], default="both")
     parser.add_argument("--runs", type=int, default=1, help="repeat (a fresh peer each run)")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it")
+    parser.add_argument(
+        "--client",
+        nargs="+",
+        choices=SCU_KINDS,
+        default=["tdwii", "pynetdicom"],
+        help="tdwii create-workitem, a pynetdicom SCU as it comes (Nagle on), the same SCU "
+        "with TCP_NODELAY (tdwii pynetdicom)",
+    )
+    parser.add_argument(
+        "--scu-n", type=int, default=200, help="workitems the pynetdicom SCU creates (200)"
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -200,38 +309,61 @@ def main() -> int:
             print(f"built {args.n} workitem files in {time.perf_counter() - started:.1f} s")
         walls: dict[str, list[float]] = {name: [] for name in names}
         cpus: dict[str, list[float]] = {name: [] for name in names}
+        clients = [kind for kind in SCU_KINDS if kind in args.client]
+        scu_n = min(args.scu_n, args.n)
+        scu: dict[tuple[str, str], list[dict]] = {}
+        inner: dict[str, list[float]] = {name: [] for name in names}  # in-process seconds
         repo = repository(work, certs) if args.secured else None
         if repo is not None:
             repo.start()
         for _run in range(args.runs):
             for name in names:  # interleaved: the same noise for every peer
-                # a fresh peer (and database) each run: every run creates the same 1,000
-                peer, port = start_peer(
-                    name, work, certs, args.baseline, repo.tls_url if repo else ""
-                )
-                try:
-                    cpu0 = cpu_seconds(peer.pid)
-                    wall, doc = one_run(work, items, port)
-                    cpu = cpu_seconds(peer.pid) - cpu0
-                finally:
-                    peer.terminate()
+                for client_kind in clients:
+                    # a fresh peer (and database) each run: every run creates the same items
+                    peer, port = start_peer(
+                        name, work, certs, args.baseline, repo.tls_url if repo else ""
+                    )
+                    count = args.n if client_kind == "tdwii" else scu_n
                     try:
-                        peer.wait(10)
-                    except subprocess.TimeoutExpired:
-                        peer.kill()
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-                print(
-                    f"peer={name} n={args.n} created={doc['created']} "
-                    f"associations={doc['associations']} wall={wall:.2f} s "
-                    f"rate={args.n / wall:.0f}/s (whole process; in-process "
-                    f"{doc['seconds']:.2f} s), server CPU {cpu / args.n * 1000:.2f} ms "
-                    "per N-CREATE"
-                )
+                        cpu0 = cpu_seconds(peer.pid)
+                        wall, doc = one_run(work, items, port, client_kind, count)
+                        cpu = cpu_seconds(peer.pid) - cpu0
+                    finally:
+                        peer.terminate()
+                        try:
+                            peer.wait(10)
+                        except subprocess.TimeoutExpired:
+                            peer.kill()
+                    if client_kind != "tdwii":
+                        scu.setdefault((client_kind, name), []).append(
+                            {**doc, "wall": wall, "cpu": cpu}
+                        )
+                        print(
+                            f"client={client_kind}-scu peer={name} n={count} "
+                            f"created={doc['created']} wall={wall:.2f} s (whole process; "
+                            f"in-process {doc['seconds']:.2f} s, "
+                            f"rate={count / doc['seconds']:.0f}/s, one N-CREATE p50 "
+                            f"{doc['p50'] * 1000:.1f} ms), server CPU "
+                            f"{cpu / count * 1000:.2f} ms per N-CREATE"
+                        )
+                        continue
+                    walls[name].append(wall)
+                    cpus[name].append(cpu)
+                    inner[name].append(doc["seconds"])
+                    print(
+                        f"peer={name} n={args.n} created={doc['created']} "
+                        f"associations={doc['associations']} wall={wall:.2f} s "
+                        f"rate={args.n / wall:.0f}/s (whole process; in-process "
+                        f"{doc['seconds']:.2f} s), server CPU {cpu / args.n * 1000:.2f} ms "
+                        "per N-CREATE"
+                    )
+        if scu:
+            print(report_scu(scu, inner, scu_n, args.n))
         if repo is not None:
             audited = sum(b"110111" in line for line in repo.messages())
             repo.stop()
             print(f"the repository received {audited} Procedure Records over mutual TLS")
+        if repo is not None and "tdwii" in clients:
             for what, figures in (("wall time", walls), ("server CPU", cpus)):
                 pairs = sorted(
                     s / t for t, s in zip(figures["tdwii"], figures["secured"], strict=True)
@@ -241,7 +373,7 @@ def main() -> int:
                     f"{statistics.median(pairs):.3f}x the {what} (median of {len(pairs)} "
                     f"interleaved runs, {pairs[0]:.3f}-{pairs[-1]:.3f}x)"
                 )
-        if "tdwii" in names and "pynetdicom" in names:
+        if "tdwii" in clients and "tdwii" in names and "pynetdicom" in names:
             pairs = sorted(p / t for t, p in zip(walls["tdwii"], walls["pynetdicom"], strict=True))
             best = {name: min(w) for name, w in walls.items()}
             print(

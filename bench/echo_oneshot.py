@@ -2,6 +2,9 @@
 
 - `tdwii echo --mtls` (one C-ECHO over mutual TLS) against DCMTK's `echoscu +tls`, both
   to DCMTK `storescp +tls` started with TCP_NODELAY=1, with a fresh PKI;
+- the same two to `tdwii serve --mtls`: echoscu as it comes (DCMTK's defaults, Nagle on,
+  TCP_NODELAY not in its environment) against tdwii serve and against storescp (issue 21's
+  target: within 1.1x), and `tdwii echo` to both;
 - `tdwii --help` against `bench/minimal_typer_app.py --help` (typer with the same help style),
   and that app with click's plain help (what typer's rich help costs by itself);
 - `python -c pass`, the interpreter's own floor on this machine.
@@ -9,6 +12,8 @@
 tdwii's bytecode is compiled first, as `pip install` does (an editable install under
 PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every run). The
 commands run interleaved, N times each; medians, minimums and the ratios are printed.
+`tdwii` is the `tdwii` on PATH (its package as `PYTHONPATH` says) and `tdwii serve` the
+same package run as `python -m tdwii_cli`.
 
 Usage: python bench/echo_oneshot.py [-n 15]
 """
@@ -36,9 +41,9 @@ def free_port() -> int:
 
 
 def timed(cmd: list[str]) -> float:
-    env = None
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}  # DCMTK's default
     if cmd[:1] == ["MINIMAL_PLAIN_HELP=1"]:
-        cmd, env = cmd[1:], {**os.environ, "MINIMAL_PLAIN_HELP": "1"}
+        cmd, env = cmd[1:], {**env, "MINIMAL_PLAIN_HELP": "1"}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
@@ -52,7 +57,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"storescp did not listen on {port}")
+    raise RuntimeError(f"nothing listening on {port}")
 
 
 def main() -> None:
@@ -76,25 +81,26 @@ def main() -> None:
             c / "clients/workitemcreator/workitemcreator",
             c / "rootCA/rootCA.pem",
         )
-        port = free_port()
+        port, served = free_port(), free_port()
         scp = subprocess.Popen(
             ["/usr/bin/storescp", "+tls", f"{srv}.key", f"{srv}.pem", "+cf", str(ca), str(port)],
             env={**os.environ, "TCP_NODELAY": "1"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "tdwii_cli", "serve", "--mtls", "--port", str(served),
+             "-ba", "127.0.0.1", "--db", str(work / "oneshot.sqlite"), "-q"],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        echoscu = ["/usr/bin/echoscu", "+tls", f"{cli}.key", f"{cli}.pem", "+cf", str(ca)]
         commands = {
             "tdwii echo --mtls": ["tdwii", "echo", "--mtls", "localhost", str(port)],
-            "DCMTK echoscu +tls": [
-                "/usr/bin/echoscu",
-                "+tls",
-                f"{cli}.key",
-                f"{cli}.pem",
-                "+cf",
-                str(ca),
-                "localhost",
-                str(port),
-            ],
+            "DCMTK echoscu +tls": [*echoscu, "localhost", str(port)],
+            "echoscu -> tdwii serve": [*echoscu, "localhost", str(served)],
+            "tdwii echo -> tdwii serve": ["tdwii", "echo", "--mtls", "localhost", str(served)],
             "tdwii --help": ["tdwii", "--help"],
             "minimal typer app --help": [
                 sys.executable,
@@ -112,6 +118,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in commands}
         try:
             wait_port(port)
+            wait_port(served)
             os.chdir(work)
             for cmd in commands.values():  # warm the page cache
                 timed(cmd)
@@ -121,6 +128,8 @@ def main() -> None:
         finally:
             scp.kill()
             scp.wait()
+            serve.terminate()
+            serve.wait(10)
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(
@@ -130,6 +139,10 @@ def main() -> None:
     helps = med["tdwii --help"] / med["minimal typer app --help"]
     print(f"ratio tdwii echo / echoscu          {echo:.2f}x")
     print(f"ratio tdwii --help / minimal typer  {helps:.2f}x")
+    field = med["echoscu -> tdwii serve"] / med["DCMTK echoscu +tls"]
+    ours = med["tdwii echo -> tdwii serve"] / med["tdwii echo --mtls"]
+    print(f"ratio echoscu: tdwii serve / storescp {field:.2f}x (target <= 1.1x)")
+    print(f"ratio tdwii echo: tdwii serve / storescp {ours:.2f}x")
 
 
 if __name__ == "__main__":

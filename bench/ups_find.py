@@ -22,15 +22,24 @@ it (a free loopback port, an AE configuration that knows WATCHER), then:
    these reports comes with a TLS handshake and an A-ASSOCIATE; the first is shown
    apart, p50/p90/max are of the rest. `ups subscribe` gets `-td 300`: the server
    answers a global Subscribe once every initial report is journaled (one commit;
-   7,500 took 2 s here, 15-21 s before that was batched).
+   7,500 took 2 s here, 15-21 s before that was batched);
+3. claims `--scu-claims` more SCHEDULED workitems the same way with a client as it comes:
+   a pynetdicom SCU with its defaults (Nagle on; one association, N-ACTION Change State
+   with a Transaction UID, as a delivery device sends it). pynetdicom sends the command
+   set and the data set in two P-DATA-TF PDUs, so with Nagle on the second waits for the
+   server's ACK of the first; the claim's round trip and the watch latency after it are
+   printed apart. `--scu-claims 0` skips it.
+
+The find and echo timed in 1. are our own CLI's whole processes (what they measure is
+tdwii's start-up and client); a pynetdicom C-FIND as it comes is in `bench/cfind_10k.py`.
 
 Bytecode: with PYTHONDONTWRITEBYTECODE=1 an editable install recompiles every module
 on every run, which no installed tdwii does; the commands therefore run with
 PYTHONPYCACHEPREFIX in the temp folder and bytecode writing on (the warm-up fills it),
 so nothing is written in the source tree. `--no-pyc` keeps the environment as it is.
 
-    python bench/ups_find.py [-n 21] [--claims 50] [--workitems 10000] [--no-pyc]
-                             [--db FILE] [--keep DIR]
+    python bench/ups_find.py [-n 21] [--claims 50] [--scu-claims 20] [--workitems 10000]
+                             [--no-pyc] [--db FILE] [--keep DIR]
 
 Prints figures only; the targets (find within 1.5x echo, watch p50 <= 20 ms) are
 shown next to them, not asserted.
@@ -290,6 +299,48 @@ def bench_find(
     return finds, echoes, found
 
 
+def pynetdicom_claims(
+    work: Path, port: int, uids: list[str], reports: Reports
+) -> list[tuple[float, float, float]]:
+    """Claim `uids` one by one with a pynetdicom SCU as it comes (its defaults, Nagle on);
+    for each (claim round trip, line read - claim returned, "time" field - claim returned)."""
+    import ssl
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+
+    certs = work / "certs"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs / "rootCA" / "rootCA.pem")
+    node = certs / "clients" / "workitemcreator" / "workitemcreator"
+    ctx.load_cert_chain(f"{node}.pem", f"{node}.key")
+    ae = AE(ae_title="TDD")
+    ae.add_requested_context(UPS_PULL, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    assoc = ae.associate("127.0.0.1", port, ae_title="ANY", tls_args=(ctx, "localhost"))
+    if not assoc.is_established:
+        raise SystemExit("pynetdicom: association not established")
+    results = []
+    try:
+        for uid in uids:
+            info = Dataset()
+            info.ProcedureStepState = "IN PROGRESS"
+            info.TransactionUID = new_transaction_uid()
+            sent = time.time()
+            status, _reply = assoc.send_n_action(info, 1, UPS_PULL, uid)
+            returned = time.time()
+            if not status or status.Status != 0:
+                raise SystemExit(f"pynetdicom: claim {uid}: status {status}")
+            seen = reports.wait_for(uid)
+            if seen is None:
+                print(f"WARNING: no IN PROGRESS State Report for {uid} within 30 s")
+                continue
+            read, stamp = seen
+            results.append((returned - sent, read - returned, stamp - returned))
+    finally:
+        assoc.release()
+    return results
+
+
 def bench_watch(
     work: Path,
     port: int,
@@ -297,9 +348,11 @@ def bench_watch(
     env: dict[str, str],
     uids: list[str],
     initial: int,
-) -> tuple[list[tuple[float, float, float]], Process]:
-    """Subscribe WATCHER, drain the initial reports, claim `uids` one by one; for each
-    (claim round trip, line read - claim returned, "time" field - claim returned)."""
+    scu_uids: list[str],
+) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]], Process]:
+    """Subscribe WATCHER, drain the initial reports, claim `uids` one by one with tdwii's
+    client, then `scu_uids` with pynetdicom's; for each (claim round trip, line read - claim
+    returned, "time" field - claim returned)."""
     args = ["ups", "watch", "--mtls", "-p", str(wport), "-ba", "127.0.0.1",
             "-aet", WATCHER, "--json"]  # fmt: skip
     watch = Process("watch", work, args, env, subprocess.PIPE)
@@ -341,7 +394,8 @@ def bench_watch(
                     continue
                 read, stamp = seen
                 results.append((returned - sent, read - returned, stamp - returned))
-        return results, watch
+        scu = pynetdicom_claims(work, port, scu_uids, reports) if scu_uids else []
+        return results, scu, watch
     except BaseException:
         watch.stop()
         raise
@@ -351,6 +405,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=21, help="find/echo runs (21)")
     parser.add_argument("--claims", type=int, default=50, help="claims timed for watch (50)")
+    parser.add_argument(
+        "--scu-claims", type=int, default=20, help="claims by a pynetdicom SCU as it comes (20)"
+    )
     parser.add_argument("--workitems", type=int, default=10_000, help="in the store (10000)")
     parser.add_argument("--no-pyc", action="store_true", help="bytecode as the environment says")
     parser.add_argument(
@@ -384,8 +441,15 @@ def main() -> int:
         scheduled, count = scheduled_uids(db), total(db)
         print(f"store: {count} workitems, {len(scheduled)} SCHEDULED")
         expected = sum(1 for i in range(count) if placement(i)[:2] == (QUERY_STATION, QUERY_DAY))
-        if args.claims > len(scheduled):
-            raise SystemExit(f"--claims {args.claims}: only {len(scheduled)} SCHEDULED")
+        if args.scu_claims:
+            try:
+                import pynetdicom  # noqa: F401
+            except ImportError:
+                print("pynetdicom not installed: no claims as they come", file=sys.stderr)
+                args.scu_claims = 0
+        wanted = args.claims + args.scu_claims
+        if wanted > len(scheduled):
+            raise SystemExit(f"{wanted} claims: only {len(scheduled)} SCHEDULED")
         wport = free_port()
         ae_config = work / "ApplicationEntities.json"
         ae_config.write_text(
@@ -408,9 +472,9 @@ def main() -> int:
                 f"per run {statistics.median(pairs):.2f}x ({pairs[0]:.2f}-{pairs[-1]:.2f}x), "
                 f"{args.runs} interleaved runs"
             )
-            results, watch = bench_watch(
-                work, port, wport, env, scheduled[-args.claims :], len(scheduled)
-            )
+            mine = scheduled[len(scheduled) - args.claims :]
+            theirs = scheduled[len(scheduled) - wanted : len(scheduled) - args.claims]
+            results, scu, watch = bench_watch(work, port, wport, env, mine, len(scheduled), theirs)
         except BaseException:
             print(f"serve log:\n{server.tail()}", file=sys.stderr)
             if (work / "watch.log").exists():
@@ -446,6 +510,15 @@ def main() -> int:
         f"  the claim's own round trip: p50 {ms(statistics.median(trips))} ms, "
         f"max {ms(max(trips))} ms"
     )
+    if scu:
+        read = [r[1] for r in scu]
+        trips = [r[0] for r in scu]
+        print(
+            f"claims by a pynetdicom SCU as it comes (Nagle on), {len(scu)}: the claim's round "
+            f"trip p50 {ms(statistics.median(trips))} ms, p90 {ms(pct(trips, 0.9))} ms, max "
+            f"{ms(max(trips))} ms; then watch's report p50 {ms(statistics.median(read))} ms, "
+            f"max {ms(max(read))} ms"
+        )
     return 0
 
 
